@@ -52,7 +52,7 @@ def _print_status(status: StackStatus, as_json: bool) -> None:
 
 @stack_app.command("up")
 def stack_up(as_json: JsonOption = False) -> None:
-    """Start PostgreSQL, apply bootstrap + migrations + seed, start PostgREST, gateway, functions."""
+    """Start PostgreSQL, apply bootstrap, migrations and seed; start PostgREST, gateway, functions."""
     try:
         status = Stack().up()
     except StackError as error:

@@ -311,7 +311,9 @@ class Stack:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise StackError(f"{name} did not answer {url} within {timeout:.0f}s: {self._log_tail(name)}")
+        raise StackError(
+            f"{name} did not answer {url} within {timeout:.0f}s: {self._log_tail(name)}"
+        )
 
     # -------------------------------------------------------------- postgres
     def _as_db_owner(self, argv: list[str]) -> list[str]:
@@ -368,11 +370,20 @@ class Stack:
         self._chown_for_db(password_file)
         try:
             self._run(
-                self._as_db_owner([
-                    str(self._pg("initdb")), "-D", str(self.data_dir), "-U", "postgres",
-                    "--auth=scram-sha-256", f"--pwfile={password_file}",
-                    "-E", "UTF8", "--locale=C",
-                ]),
+                self._as_db_owner(
+                    [
+                        str(self._pg("initdb")),
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        "postgres",
+                        "--auth=scram-sha-256",
+                        f"--pwfile={password_file}",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                    ]
+                ),
                 "initdb",
             )
         finally:
@@ -401,10 +412,21 @@ class Stack:
         log.touch()
         self._chown_for_db(log)
         self._run(
-            self._as_db_owner([
-                str(self._pg("pg_ctl")), "-D", str(self.data_dir), "-l", str(log),
-                "-o", f"-p {self.config.db_port}", "-w", "-t", "60", "start",
-            ]),
+            self._as_db_owner(
+                [
+                    str(self._pg("pg_ctl")),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(log),
+                    "-o",
+                    f"-p {self.config.db_port}",
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
             "PostgreSQL",
             hint=lambda: self._log_tail("postgres"),
         )
@@ -412,8 +434,14 @@ class Stack:
     def psql(self, sql_file: Path | None = None, command: str | None = None) -> str:
         """Run SQL as the ``postgres`` superuser; raise StackError on the first error."""
         argv = [
-            str(self._psql()), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At",
-            "-d", self.status().db_url,
+            str(self._psql()),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-d",
+            self.status().db_url,
         ]
         if sql_file is not None:
             argv += ["-f", str(sql_file)]
@@ -441,8 +469,12 @@ class Stack:
         self.psql(command=f"alter role authenticator with password '{DB_PASSWORD}'")
         self._run(
             [
-                str(self._supabase_cli()), "migration", "up",
-                f"--remote={self.status().db_url}", "--workdir", str(self.config.project_dir),
+                str(self._supabase_cli()),
+                "migration",
+                "up",
+                f"--remote={self.status().db_url}",
+                "--workdir",
+                str(self.config.project_dir),
                 "--yes",
             ],
             "supabase migration up",
@@ -464,21 +496,23 @@ class Stack:
         secret = self._secrets()["jwt_secret"]
         conf = self.dir / "postgrest.conf"
         conf.write_text(
-            "\n".join([
-                f'db-uri = "postgresql://authenticator:{DB_PASSWORD}@127.0.0.1:{cfg.db_port}/postgres"',
-                'db-schemas = "public,graphql_public"',
-                'db-anon-role = "anon"',
-                'db-extra-search-path = "public,extensions"',
-                "db-max-rows = 1000",
-                "db-pool = 20",
-                'db-channel-enabled = true',
-                f'jwt-secret = "{secret}"',
-                'server-host = "127.0.0.1"',
-                f"server-port = {cfg.rest_port}",
-                f"admin-server-port = {cfg.rest_admin_port}",
-                'log-level = "error"',
-                "",
-            ])
+            "\n".join(
+                [
+                    f'db-uri = "postgresql://authenticator:{DB_PASSWORD}@127.0.0.1:{cfg.db_port}/postgres"',
+                    'db-schemas = "public,graphql_public"',
+                    'db-anon-role = "anon"',
+                    'db-extra-search-path = "public,extensions"',
+                    "db-max-rows = 1000",
+                    "db-pool = 20",
+                    "db-channel-enabled = true",
+                    f'jwt-secret = "{secret}"',
+                    'server-host = "127.0.0.1"',
+                    f"server-port = {cfg.rest_port}",
+                    f"admin-server-port = {cfg.rest_admin_port}",
+                    'log-level = "error"',
+                    "",
+                ]
+            )
         )
         conf.chmod(0o600)
         self._spawn("postgrest", [str(self._postgrest()), str(conf)])
@@ -555,8 +589,15 @@ http {{
         conf.write_text(self._gateway_conf())
         conf.chmod(0o600)
         self._run(
-            [str(self._nginx()), "-p", str(self.dir), "-c", str(conf), "-e",
-             str(self.log_dir / "nginx-error.log")],
+            [
+                str(self._nginx()),
+                "-p",
+                str(self.dir),
+                "-c",
+                str(conf),
+                "-e",
+                str(self.log_dir / "nginx-error.log"),
+            ],
             "nginx",
         )
         self._wait_http(f"http://127.0.0.1:{self.config.api_port}/health", "nginx")
@@ -567,7 +608,8 @@ http {{
         if not root.is_dir():
             return []
         return sorted(
-            p.name for p in root.iterdir()
+            p.name
+            for p in root.iterdir()
             if p.is_dir() and not p.name.startswith("_") and (p / "index.ts").exists()
         )
 
@@ -596,8 +638,15 @@ http {{
                     env.setdefault(key.strip(), value.strip())
         self._spawn(
             "functions",
-            [str(self._deno()), "run", "--allow-net", "--allow-env", "--allow-read",
-             "--no-prompt", str(FUNCTIONS_MAIN)],
+            [
+                str(self._deno()),
+                "run",
+                "--allow-net",
+                "--allow-env",
+                "--allow-read",
+                "--no-prompt",
+                str(FUNCTIONS_MAIN),
+            ],
             env,
         )
         self._wait_http(f"http://127.0.0.1:{cfg.functions_port}/_health", "functions", 120)
@@ -628,9 +677,19 @@ http {{
         self._kill("functions")
         if self._pid_alive("nginx"):
             subprocess.run(
-                [str(self._nginx()), "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                 "-e", str(self.log_dir / "nginx-error.log"), "-s", "stop"],
-                capture_output=True, check=False,
+                [
+                    str(self._nginx()),
+                    "-p",
+                    str(self.dir),
+                    "-c",
+                    str(self.dir / "nginx.conf"),
+                    "-e",
+                    str(self.log_dir / "nginx-error.log"),
+                    "-s",
+                    "stop",
+                ],
+                capture_output=True,
+                check=False,
             )
             for _ in range(50):
                 if not self._pid_alive("nginx"):
@@ -639,10 +698,16 @@ http {{
         self._kill("postgrest")
         if self._postgres_running():
             self._run(
-                self._as_db_owner([
-                    str(self._pg("pg_ctl")), "-D", str(self.data_dir), "-m", "fast", "-w",
-                    "stop",
-                ]),
+                self._as_db_owner(
+                    [
+                        str(self._pg("pg_ctl")),
+                        "-D",
+                        str(self.data_dir),
+                        "-m",
+                        "fast",
+                        "-w",
+                        "stop",
+                    ]
+                ),
                 "pg_ctl stop",
             )
-

@@ -1,0 +1,262 @@
+"""Errors raised by tokens-client, mapped in one place from PostgREST's answers.
+
+The SQL functions refuse with ``errcode = 'PTxyz'`` (PostgREST answers HTTP xyz) and a
+``detail`` holding JSON with a stable ``reason``; :func:`error_from_api` turns that into
+one of these classes and chains the original error. Nobody matches message text.
+
+    TokensError
+    ├── ConfigurationError        wrong kind of key for this client, missing settings
+    ├── ServiceUnavailable        network failure, gateway or database down (5xx)
+    ├── Unauthenticated           401: missing, expired or forged JWT; anon caller
+    ├── PermissionDenied          403: the caller's role may not do this
+    │   ├── NotAMember            403 not_a_member: another organization's id
+    │   └── FeatureNotInPlan      403 feature_not_in_plan: e.g. any AI feature on starter
+    ├── NotFound                  404
+    │   ├── UnknownFeature        404 unknown_feature
+    │   └── OrganizationNotFound  404 organization_not_found
+    ├── InvalidRequest            400: bad or missing arguments, wrong types, bad amounts
+    ├── InsufficientTokens        402 insufficient_tokens (required, balance, token_type)
+    ├── Conflict                  409
+    │   └── IdempotencyConflict   409 idempotency_conflict: request_id reused elsewhere
+    └── RateLimited               429 rate_limited (retry_after seconds)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from postgrest.exceptions import APIError
+
+
+class TokensError(Exception):
+    """Base class of every tokens-client error.
+
+    ``reason`` is the machine-readable reason (``"insufficient_tokens"``…), ``status``
+    the HTTP status, ``facts`` the numbers and ids the database reported, ``code`` the
+    PostgREST/PostgreSQL error code.
+    """
+
+    default_reason = "error"
+    default_status = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        facts: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.status = status or self.default_status
+        self.code = code
+        self.facts: dict[str, Any] = dict(facts or {})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
+
+class ConfigurationError(TokensError):
+    """The client was built with the wrong kind of key or without required settings."""
+
+    default_reason = "configuration_error"
+    default_status = 0
+
+
+class ServiceUnavailable(TokensError):
+    """The API could not be reached or failed (network error, 5xx)."""
+
+    default_reason = "service_unavailable"
+    default_status = 503
+
+
+class Unauthenticated(TokensError):
+    """No valid user session: missing, expired or forged JWT, or an anonymous caller."""
+
+    default_reason = "unauthenticated"
+    default_status = 401
+
+
+class PermissionDenied(TokensError):
+    """The caller is authenticated but may not do this."""
+
+    default_reason = "permission_denied"
+    default_status = 403
+
+
+class NotAMember(PermissionDenied):
+    """The organization named is not the caller's."""
+
+    default_reason = "not_a_member"
+
+
+class FeatureNotInPlan(PermissionDenied):
+    """The organization's plan does not offer this feature ("Not available on Starter plan")."""
+
+    default_reason = "feature_not_in_plan"
+
+    @property
+    def plan(self) -> str | None:
+        value = self.facts.get("plan")
+        return str(value) if value is not None else None
+
+
+class NotFound(TokensError):
+    """Something named does not exist."""
+
+    default_reason = "not_found"
+    default_status = 404
+
+
+class UnknownFeature(NotFound):
+    """The feature is not in the catalog."""
+
+    default_reason = "unknown_feature"
+
+
+class OrganizationNotFound(NotFound):
+    """The organization does not exist."""
+
+    default_reason = "organization_not_found"
+
+
+class InvalidRequest(TokensError):
+    """Bad input: missing or malformed arguments, wrong types, out-of-range amounts."""
+
+    default_reason = "invalid_request"
+    default_status = 400
+
+
+class InsufficientTokens(TokensError):
+    """The organization's balance is below the feature's cost ("You're out of AI tokens")."""
+
+    default_reason = "insufficient_tokens"
+    default_status = 402
+
+    @property
+    def required(self) -> int:
+        return int(self.facts.get("required", 0))
+
+    @property
+    def balance(self) -> int:
+        return int(self.facts.get("balance", 0))
+
+    @property
+    def token_type(self) -> str | None:
+        value = self.facts.get("token_type")
+        return str(value) if value is not None else None
+
+
+class Conflict(TokensError):
+    """The request conflicts with the current state."""
+
+    default_reason = "conflict"
+    default_status = 409
+
+
+class IdempotencyConflict(Conflict):
+    """The request_id was already used for a different feature."""
+
+    default_reason = "idempotency_conflict"
+
+
+class RateLimited(TokensError):
+    """Too many deductions in the window; retry after ``retry_after`` seconds."""
+
+    default_reason = "rate_limited"
+    default_status = 429
+
+    @property
+    def retry_after(self) -> int:
+        return int(self.facts.get("retry_after_seconds", self.facts.get("retry_after", 1)))
+
+
+_BY_REASON: dict[str, type[TokensError]] = {
+    cls.default_reason: cls
+    for cls in (
+        Unauthenticated,
+        NotAMember,
+        FeatureNotInPlan,
+        UnknownFeature,
+        OrganizationNotFound,
+        InsufficientTokens,
+        IdempotencyConflict,
+        RateLimited,
+    )
+}
+_BY_STATUS: dict[int, type[TokensError]] = {
+    400: InvalidRequest,
+    401: Unauthenticated,
+    402: InsufficientTokens,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    429: RateLimited,
+}
+# PostgREST / PostgreSQL codes that are not our PTxyz refusals.
+_BY_CODE: dict[str, tuple[type[TokensError], str]] = {
+    "PGRST301": (Unauthenticated, "invalid_jwt"),  # JWT invalid, expired or forged
+    "PGRST302": (Unauthenticated, "unauthenticated"),  # anonymous access disabled
+    "PGRST202": (InvalidRequest, "invalid_arguments"),  # no function with these arguments
+    "PGRST203": (InvalidRequest, "invalid_arguments"),  # ambiguous overload
+    "PGRST100": (InvalidRequest, "invalid_request"),  # malformed query
+    "PGRST102": (InvalidRequest, "invalid_request"),  # malformed body
+    "22P02": (InvalidRequest, "invalid_arguments"),  # invalid text representation (uuid…)
+    "22003": (InvalidRequest, "invalid_amount"),  # numeric value out of range
+    "22023": (InvalidRequest, "invalid_arguments"),
+    "22007": (InvalidRequest, "invalid_arguments"),  # invalid datetime format
+    "22008": (InvalidRequest, "invalid_arguments"),
+    "23514": (InvalidRequest, "invalid_request"),  # check constraint
+    "23502": (InvalidRequest, "invalid_request"),  # not null
+}
+
+
+def _parse_facts(details: Any) -> dict[str, Any]:
+    if isinstance(details, dict):
+        return dict(details)
+    if isinstance(details, str) and details.startswith("{"):
+        try:
+            parsed = json.loads(details)
+        except ValueError:
+            return {}
+        if isinstance(parsed, dict):
+            return parsed
+    return {}
+
+
+def error_from_api(error: APIError, *, anonymous: bool = False) -> TokensError:
+    """Map a PostgREST error to a :class:`TokensError` (the one place that does)."""
+    code = error.code or ""
+    message = error.message or "request failed"
+    facts = _parse_facts(error.details)
+    reason = facts.pop("reason", None)
+
+    if code.startswith("PT") and code[2:].isdigit():
+        status = int(code[2:])
+        cls = _BY_REASON.get(str(reason)) or _BY_STATUS.get(status)
+        if cls is None:
+            cls = ServiceUnavailable if status >= 500 else TokensError
+        return cls(message, reason=reason, status=status, code=code, facts=facts)
+    if code in _BY_CODE:
+        cls, code_reason = _BY_CODE[code]
+        return cls(message, reason=code_reason, code=code, facts=facts)
+    if code == "42501":  # permission denied: anon calling a member function, or not admin
+        cls = Unauthenticated if anonymous else PermissionDenied
+        return cls(message, reason=cls.default_reason, code=code, facts=facts)
+    if code.isdigit() and len(code) == 3:  # a non-PostgREST body, e.g. gateway 502
+        status = int(code)
+        cls = _BY_STATUS.get(status) or (ServiceUnavailable if status >= 500 else TokensError)
+        return cls(message, status=status, code=code, facts=facts)
+    if code.startswith(("08", "53", "57", "58", "XX")):
+        return ServiceUnavailable(message, code=code, facts=facts)
+    return TokensError(message, reason=str(reason or "database_error"), code=code, facts=facts)
+
+
+def error_from_transport(error: httpx.HTTPError) -> ServiceUnavailable:
+    """A network failure talking to the API."""
+    return ServiceUnavailable(f"tokens API unreachable: {error}", reason="service_unavailable")

@@ -1,0 +1,210 @@
+"""Pytest fixtures for end-to-end tests against a real stack (ours or ``supabase start``).
+
+Enable with ``pytest_plugins = ["tokens_client.testing"]`` in a ``conftest.py``. The
+stack is found from ``SUPABASE_URL``, ``SUPABASE_ANON_KEY``, ``SUPABASE_SERVICE_ROLE_KEY``,
+``SUPABASE_JWT_SECRET`` and ``SUPABASE_DB_URL`` when set, else from ``tokens stack``.
+
+Users are real rows of ``auth.users`` created over SQL, and sign in with HS256 JWTs
+minted with the stack's secret, exactly what Supabase Auth would issue.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tokens_client._admin import TokensAdmin
+from tokens_client._client import AsyncTokensClient, TokensClient
+from tokens_client.stack import Stack, mint_jwt
+
+
+@dataclass(frozen=True)
+class StackEnv:
+    """How to reach the stack under test."""
+
+    url: str
+    anon_key: str
+    service_role_key: str
+    jwt_secret: str
+    db_url: str
+
+    @classmethod
+    def discover(cls) -> StackEnv:
+        env = os.environ
+        if env.get("SUPABASE_URL") and env.get("SUPABASE_DB_URL"):
+            return cls(
+                url=env["SUPABASE_URL"].rstrip("/"),
+                anon_key=env["SUPABASE_ANON_KEY"],
+                service_role_key=env["SUPABASE_SERVICE_ROLE_KEY"],
+                jwt_secret=env["SUPABASE_JWT_SECRET"],
+                db_url=env["SUPABASE_DB_URL"],
+            )
+        status = Stack().status()
+        if not status.running:
+            raise RuntimeError("the local stack is not running: run `tokens stack up`")
+        return cls(
+            status.api_url,
+            status.anon_key,
+            status.service_role_key,
+            status.jwt_secret,
+            status.db_url,
+        )
+
+
+@dataclass
+class TestUser:
+    """A signed-in user of an organization, with clients acting as them."""
+
+    __test__ = False
+
+    id: uuid.UUID
+    email: str
+    organization_id: uuid.UUID | None
+    role: str
+    env: StackEnv
+    full_name: str = ""
+    _token: str | None = field(default=None, repr=False)
+
+    def token(self, expires_in: int = 3600, **extra: Any) -> str:
+        """A JWT for this user as Supabase Auth would sign it."""
+        claims = {
+            "sub": str(self.id),
+            "role": "authenticated",
+            "aud": "authenticated",
+            "email": self.email,
+            **extra,
+        }
+        return mint_jwt(self.env.jwt_secret, claims, expires_in)
+
+    @property
+    def access_token(self) -> str:
+        if self._token is None:
+            self._token = self.token()
+        return self._token
+
+    def client(self) -> TokensClient:
+        return TokensClient(self.env.url, self.env.anon_key, self.access_token)
+
+    def async_client(self) -> AsyncTokensClient:
+        return AsyncTokensClient(self.env.url, self.env.anon_key, self.access_token)
+
+
+class Database:
+    """A superuser SQL connection for fixtures and time travel (never for the API)."""
+
+    def __init__(self, db_url: str) -> None:
+        import psycopg
+
+        self._connection = psycopg.connect(db_url, autocommit=True)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[Any]:
+        with self._connection.cursor() as cursor:
+            cursor.execute(sql.encode(), params)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description else []
+
+    def value(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> StackEnv:
+    """The stack under test."""
+    return StackEnv.discover()
+
+
+@pytest.fixture(scope="session")
+def db(stack_env: StackEnv) -> Iterator[Database]:
+    """A superuser connection for creating auth users and moving time."""
+    database = Database(stack_env.db_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="session")
+def admin(stack_env: StackEnv) -> Iterator[TokensAdmin]:
+    """The service-role admin client."""
+    with TokensAdmin(stack_env.url, stack_env.service_role_key) as client:
+        yield client
+
+
+OrgFactory = Callable[..., uuid.UUID]
+UserFactory = Callable[..., TestUser]
+
+
+@pytest.fixture
+def make_org(admin: TokensAdmin) -> OrgFactory:
+    """Create an organization on ``plan`` with initialized tokens; returns its id."""
+
+    def factory(plan: str = "pro", name: str | None = None) -> uuid.UUID:
+        org = admin.create_organization(name or f"Org {uuid.uuid4().hex[:8]}", plan)
+        admin.initialize_tokens(org.id)
+        return org.id
+
+    return factory
+
+
+@pytest.fixture
+def make_user(db: Database, stack_env: StackEnv) -> UserFactory:
+    """Create an auth user, optionally a member of ``organization_id`` with ``role``."""
+
+    def factory(
+        organization_id: uuid.UUID | None = None,
+        role: str = "member",
+        full_name: str | None = None,
+    ) -> TestUser:
+        user_id = uuid.uuid4()
+        email = f"user-{user_id.hex[:12]}@example.test"
+        name = full_name or f"User {user_id.hex[:6]}"
+        db.execute(
+            "insert into auth.users (id, aud, role, email) values (%s, 'authenticated', "
+            "'authenticated', %s)",
+            (user_id, email),
+        )
+        if organization_id is not None:
+            db.execute(
+                "insert into public.user_profiles (id, organization_id, full_name, role) "
+                "values (%s, %s, %s, %s)",
+                (user_id, organization_id, name, role),
+            )
+        return TestUser(user_id, email, organization_id, role, stack_env, name)
+
+    return factory
+
+
+@pytest.fixture
+def pro_org(make_org: OrgFactory) -> uuid.UUID:
+    """A fresh organization on the pro plan."""
+    return make_org("pro")
+
+
+@pytest.fixture
+def starter_org(make_org: OrgFactory) -> uuid.UUID:
+    """A fresh organization on the starter plan."""
+    return make_org("starter")
+
+
+@pytest.fixture
+def member(make_user: UserFactory, pro_org: uuid.UUID) -> TestUser:
+    """A member (not admin) of ``pro_org``."""
+    return make_user(pro_org, "member")
+
+
+@pytest.fixture
+def org_admin(make_user: UserFactory, pro_org: uuid.UUID) -> TestUser:
+    """An admin of ``pro_org``."""
+    return make_user(pro_org, "admin")
+
+
+@pytest.fixture
+def outsider(make_user: UserFactory, make_org: OrgFactory) -> TestUser:
+    """A member of another pro organization."""
+    return make_user(make_org("pro"), "member")

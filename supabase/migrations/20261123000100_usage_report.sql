@@ -1,0 +1,67 @@
+-- Usage reports (the guide's "usage by feature" and "per-user usage" queries) as an
+-- RPC, plus execute grants that let security-invoker functions use the private seam.
+
+-- Invoker functions run as the caller; they need the private helpers too. These expose
+-- nothing: they only read the caller's own memberships and raise refusals.
+grant execute on function private.refuse(integer, text, text, jsonb),
+  private.is_service_role(),
+  private.resolve_organization(uuid)
+  to authenticated;
+
+-- get_usage_report: uses and tokens grouped by feature, user (with full_name) or day
+-- since a moment. Security invoker: row-level security decides which usage rows count,
+-- so owners/admins see their whole organization and members only their own entries.
+-- The service role must name the organization.
+create function public.get_usage_report(
+  organization_id uuid default null,
+  group_by text default 'feature',
+  since timestamptz default null
+)
+returns table (key text, label text, uses bigint, tokens bigint, day date)
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+declare
+  target_organization uuid;
+begin
+  if group_by is null or group_by not in ('feature', 'user', 'day') then
+    perform private.refuse(400, 'invalid_request', 'group_by must be feature, user or day',
+      jsonb_build_object('field', 'group_by'));
+  end if;
+  select r.organization_id into target_organization
+  from private.resolve_organization(get_usage_report.organization_id) r;
+
+  return query
+  with entries as (
+    select l.feature_used, l.user_id, l.tokens_deducted, (l.created_at at time zone 'UTC')::date as entry_day
+    from public.ai_token_usage_log l
+    where l.organization_id = target_organization
+      and (since is null or l.created_at >= since)
+  )
+  select g.key, g.label, g.uses, g.tokens, g.day
+  from (
+    select e.feature_used as key, e.feature_used as label, count(*) as uses,
+           sum(e.tokens_deducted)::bigint as tokens, null::date as day
+    from entries e where group_by = 'feature'
+    group by e.feature_used
+    union all
+    select coalesce(e.user_id::text, 'service'),
+           coalesce(max(p.full_name), e.user_id::text, 'service role'),
+           count(*), sum(e.tokens_deducted)::bigint, null::date
+    from entries e
+    left join public.user_profiles p on p.id = e.user_id
+    where group_by = 'user'
+    group by e.user_id
+    union all
+    select e.entry_day::text, to_char(e.entry_day, 'YYYY-MM-DD'), count(*),
+           sum(e.tokens_deducted)::bigint, e.entry_day
+    from entries e where group_by = 'day'
+    group by e.entry_day
+  ) g
+  order by case when group_by = 'day' then g.key end desc nulls last, g.tokens desc, g.key;
+end
+$$;
+revoke all on function public.get_usage_report(uuid, text, timestamptz) from public, anon, authenticated;
+grant execute on function public.get_usage_report(uuid, text, timestamptz) to authenticated, service_role;
