@@ -218,13 +218,18 @@ class Stack:
             publishable_key=state["publishable_key"],
             secret_key=state["secret_key"],
             functions_url=f"{api_url}/functions/v1",
-            components={
-                "postgres": self._postgres_running(),
-                "postgrest": self._pid_alive("postgrest"),
-                "gateway": self._pid_alive("nginx"),
-                "functions": self._pid_alive("functions") if self._function_names() else True,
-            },
+            components=self._components(),
         )
+
+    def _components(self) -> dict[str, bool]:
+        components = {
+            "postgres": self._postgres_running(),
+            "postgrest": self._pid_alive("postgrest"),
+            "gateway": self._pid_alive("nginx"),
+        }
+        if self._function_names():
+            components["functions"] = self._pid_alive("functions")
+        return components
 
     # ------------------------------------------------------------ processes
     def _pid_file(self, name: str) -> Path:
@@ -652,9 +657,26 @@ http {{
         self._wait_http(f"http://127.0.0.1:{cfg.functions_port}/_health", "functions", 120)
 
     # ------------------------------------------------------------------- api
+    def _check_ports(self) -> None:
+        """Before starting anything: every port a stopped component needs must be free."""
+        cfg = self.config
+        wanted = [
+            (not self._postgres_running(), cfg.db_port, "PostgreSQL", "TOKENS_DB_PORT"),
+            (not self._pid_alive("postgrest"), cfg.rest_port, "PostgREST", "TOKENS_REST_PORT"),
+            (not self._pid_alive("postgrest"), cfg.rest_admin_port, "PostgREST admin",
+             "TOKENS_REST_ADMIN_PORT"),
+            (not self._pid_alive("nginx"), cfg.api_port, "API gateway", "TOKENS_API_PORT"),
+            (bool(self._function_names()) and not self._pid_alive("functions"),
+             cfg.functions_port, "Edge Functions", "TOKENS_FUNCTIONS_PORT"),
+        ]
+        for needed, port, what, env_name in wanted:
+            if needed:
+                self._require_port(port, what, env_name)
+
     def up(self) -> StackStatus:
         """Start every component that is not running; harmless when all are."""
         self.check_tools()
+        self._check_ports()
         self._secrets()
         self._init_postgres()
         self._start_postgres()
