@@ -152,6 +152,31 @@ def make_org(admin: TokensAdmin) -> OrgFactory:
     return factory
 
 
+def create_user(
+    db: Database,
+    env: StackEnv,
+    organization_id: uuid.UUID | None = None,
+    role: str = "member",
+    full_name: str | None = None,
+) -> TestUser:
+    """Insert an auth user (and its profile when ``organization_id`` is given)."""
+    user_id = uuid.uuid4()
+    email = f"user-{user_id.hex[:12]}@example.test"
+    name = full_name or f"User {user_id.hex[:6]}"
+    db.execute(
+        "insert into auth.users (id, aud, role, email) values (%s, 'authenticated', "
+        "'authenticated', %s)",
+        (user_id, email),
+    )
+    if organization_id is not None:
+        db.execute(
+            "insert into public.user_profiles (id, organization_id, full_name, role) "
+            "values (%s, %s, %s, %s)",
+            (user_id, organization_id, name, role),
+        )
+    return TestUser(user_id, email, organization_id, role, env, name)
+
+
 @pytest.fixture
 def make_user(db: Database, stack_env: StackEnv) -> UserFactory:
     """Create an auth user, optionally a member of ``organization_id`` with ``role``."""
@@ -161,21 +186,7 @@ def make_user(db: Database, stack_env: StackEnv) -> UserFactory:
         role: str = "member",
         full_name: str | None = None,
     ) -> TestUser:
-        user_id = uuid.uuid4()
-        email = f"user-{user_id.hex[:12]}@example.test"
-        name = full_name or f"User {user_id.hex[:6]}"
-        db.execute(
-            "insert into auth.users (id, aud, role, email) values (%s, 'authenticated', "
-            "'authenticated', %s)",
-            (user_id, email),
-        )
-        if organization_id is not None:
-            db.execute(
-                "insert into public.user_profiles (id, organization_id, full_name, role) "
-                "values (%s, %s, %s, %s)",
-                (user_id, organization_id, name, role),
-            )
-        return TestUser(user_id, email, organization_id, role, stack_env, name)
+        return create_user(db, stack_env, organization_id, role, full_name)
 
     return factory
 
