@@ -20,6 +20,7 @@ import pytest
 
 from tokens_client._admin import TokensAdmin
 from tokens_client._client import AsyncTokensClient, TokensClient
+from tokens_client._models import Plan
 from tokens_client.stack import Stack, mint_jwt
 
 
@@ -104,7 +105,7 @@ class Database:
 
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[Any]:
         with self._connection.cursor() as cursor:
-            cursor.execute(sql.encode(), params)  # type: ignore[arg-type]
+            cursor.execute(sql.encode(), params)
             return cursor.fetchall() if cursor.description else []
 
     def value(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> Any:
@@ -144,7 +145,7 @@ UserFactory = Callable[..., TestUser]
 def make_org(admin: TokensAdmin) -> OrgFactory:
     """Create an organization on ``plan`` with initialized tokens; returns its id."""
 
-    def factory(plan: str = "pro", name: str | None = None) -> uuid.UUID:
+    def factory(plan: Plan = "pro", name: str | None = None) -> uuid.UUID:
         org = admin.create_organization(name or f"Org {uuid.uuid4().hex[:8]}", plan)
         admin.initialize_tokens(org.id)
         return org.id
