@@ -6,7 +6,7 @@
 grant execute on function private.refuse(integer, text, text, jsonb),
   private.is_service_role(),
   private.resolve_organization(uuid)
-  to authenticated;
+  to authenticated, service_role;
 
 -- get_usage_report: uses and tokens grouped by feature, user (with full_name) or day
 -- since a moment. Security invoker: row-level security decides which usage rows count,
