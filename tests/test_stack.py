@@ -31,7 +31,12 @@ def _free_port() -> int:
 def _tokens(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tokens_client", *args],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=240, check=False,
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
 
 
@@ -105,7 +110,8 @@ def test_crashed_component_is_reported_and_restarted(private_stack: dict[str, st
         time.sleep(0.1)
     status = _tokens(private_stack, "stack", "status")
     assert status.returncode == 1
-    assert "postgrest" in status.stderr and "not running" in status.stderr
+    assert "postgrest" in status.stderr
+    assert "not running" in status.stderr
     up = _tokens(private_stack, "stack", "up", "--json")
     assert up.returncode == 0, up.stderr
     assert json.loads(up.stdout)["components"]["postgrest"] is True
@@ -119,7 +125,8 @@ def test_port_in_use_is_a_clear_error(private_stack: dict[str, str]) -> None:
     assert result.returncode != 0
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1
-    assert "is in use" in message and "TOKENS_" in message
+    assert "is in use" in message
+    assert "TOKENS_" in message
     assert not (other / "db").exists(), "nothing is started when a port is taken"
 
 
@@ -129,7 +136,8 @@ def test_missing_tool_names_the_install_command(private_stack: dict[str, str]) -
     assert result.returncode != 0
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1
-    assert "initdb" in message and "./scripts/install" in message
+    assert "initdb" in message
+    assert "./scripts/install" in message
 
 
 def test_down_stops_everything(private_stack: dict[str, str]) -> None:
