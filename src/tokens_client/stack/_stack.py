@@ -663,11 +663,19 @@ http {{
         wanted = [
             (not self._postgres_running(), cfg.db_port, "PostgreSQL", "TOKENS_DB_PORT"),
             (not self._pid_alive("postgrest"), cfg.rest_port, "PostgREST", "TOKENS_REST_PORT"),
-            (not self._pid_alive("postgrest"), cfg.rest_admin_port, "PostgREST admin",
-             "TOKENS_REST_ADMIN_PORT"),
+            (
+                not self._pid_alive("postgrest"),
+                cfg.rest_admin_port,
+                "PostgREST admin",
+                "TOKENS_REST_ADMIN_PORT",
+            ),
             (not self._pid_alive("nginx"), cfg.api_port, "API gateway", "TOKENS_API_PORT"),
-            (bool(self._function_names()) and not self._pid_alive("functions"),
-             cfg.functions_port, "Edge Functions", "TOKENS_FUNCTIONS_PORT"),
+            (
+                bool(self._function_names()) and not self._pid_alive("functions"),
+                cfg.functions_port,
+                "Edge Functions",
+                "TOKENS_FUNCTIONS_PORT",
+            ),
         ]
         for needed, port, what, env_name in wanted:
             if needed:
