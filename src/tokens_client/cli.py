@@ -1,29 +1,114 @@
-"""The ``tokens`` command line: the local stack, the demo, and service-role admin."""
+"""The ``tokens`` command line: the local stack, the demo, and service-role admin.
+
+Service-role commands (``org``, ``stats``, ``usage``) read ``SUPABASE_URL`` and
+``SUPABASE_SERVICE_ROLE_KEY`` (or ``SUPABASE_SECRET_KEY``) from the environment or
+``.env``; without ``SUPABASE_URL`` they use the running local stack (``tokens stack up``).
+Every command takes ``--json``. Errors are one line on stderr, ``error: <why> (<reason>)``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import sys
-from typing import Annotated
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 
+from tokens_client._admin import TokensAdmin
+from tokens_client._dashboard import day, organizations_table, stats_dashboard, usage_table
+from tokens_client._demo import Demo, DemoStep
+from tokens_client._errors import (
+    ConfigurationError,
+    Conflict,
+    InvalidRequest,
+    OrganizationNotFound,
+    TokensError,
+)
+from tokens_client._models import Organization, Plan, UsageGrouping
 from tokens_client.stack import Stack, StackError, StackStatus
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+EXIT_CODES = """Exit codes: 0 done; 1 refused or failed (a TokensError such as
+OrganizationNotFound or ServiceUnavailable, a migration conflict, the stack down);
+2 configuration or usage error (ConfigurationError: missing or wrong keys; bad options)."""
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    epilog=EXIT_CODES,
+    rich_markup_mode="markdown",
+)
 stack_app = typer.Typer(no_args_is_help=True, help="The Docker-free local Supabase stack.")
+org_app = typer.Typer(no_args_is_help=True, help="Organizations and their plans (service role).")
+migrations_app = typer.Typer(
+    no_args_is_help=True, help="The SQL migrations shipped in this package, for your project."
+)
 app.add_typer(stack_app, name="stack")
+app.add_typer(org_app, name="org")
+app.add_typer(migrations_app, name="migrations")
 
 console = Console()
 err_console = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+OrgArgument = Annotated[str, typer.Argument(help="Organization id, or its exact name.")]
+PlanOption = Annotated[Plan, typer.Option("--plan", help="starter, pro or enterprise.")]
 
 
-def fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` on stderr as one line; return the Exit to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn an error into one line on stderr and an exit code (see EXIT_CODES)."""
+    try:
+        yield
+    except ConfigurationError as error:
+        raise fail(f"{error.message} ({error.reason})", code=2) from None
+    except TokensError as error:
+        raise fail(f"{error.message} ({error.reason})") from None
+    except StackError as error:
+        raise fail(str(error)) from None
+    except OSError as error:
+        raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
+
+
+def jsonable(value: Any) -> Any:
+    """Models as ``model_dump(mode="json")``, recursively through lists and dicts."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """Machine-readable output on stdout (plain ``print``: no markup, no wrapping)."""
+    print(json.dumps(jsonable(value), indent=2, ensure_ascii=False))
 
 
 def _print_status(status: StackStatus, as_json: bool) -> None:
@@ -52,7 +137,7 @@ def _print_status(status: StackStatus, as_json: bool) -> None:
 
 @stack_app.command("up")
 def stack_up(as_json: JsonOption = False) -> None:
-    """Start PostgreSQL, apply bootstrap, migrations and seed; start PostgREST, gateway, functions."""
+    """Start PostgreSQL (bootstrap, migrations, seed), PostgREST, the gateway and functions."""
     try:
         status = Stack().up()
     except StackError as error:
@@ -63,12 +148,15 @@ def stack_up(as_json: JsonOption = False) -> None:
 
 
 @stack_app.command("down")
-def stack_down() -> None:
+def stack_down(as_json: JsonOption = False) -> None:
     """Stop every component of the local stack (data is kept)."""
     try:
         Stack().down()
     except StackError as error:
         raise fail(str(error)) from None
+    if as_json:
+        print_json({"stopped": True})
+        return
     console.print("Local stack stopped.")
 
 
@@ -81,18 +169,380 @@ def stack_status(as_json: JsonOption = False) -> None:
         raise fail(str(error)) from None
     _print_status(status, as_json)
     if not status.running:
-        raise typer.Exit(1)
+        down = ", ".join(name for name, up in status.components.items() if not up)
+        raise fail(f"{down} not running; start it with `tokens stack up`")
 
 
 @stack_app.command("env")
-def stack_env() -> None:
+def stack_env(as_json: JsonOption = False) -> None:
     """Print `export` lines for SUPABASE_URL, keys, JWT secret and DB URL (for `eval`)."""
     try:
         status = Stack().status()
     except StackError as error:
         raise fail(str(error)) from None
+    if as_json:
+        print_json(status.as_env())
+        return
     for key, value in status.as_env().items():
         print(f"export {key}={value}")
+
+
+# ------------------------------------------------------------- service role
+
+
+def local_stack() -> StackStatus:
+    """The running local stack, or a ConfigurationError saying how to get one."""
+    try:
+        status = Stack().status()
+    except StackError as error:
+        raise ConfigurationError(
+            f"SUPABASE_URL is not set (environment or .env) and there is no local stack: {error}"
+        ) from None
+    if not status.running:
+        raise ConfigurationError(
+            "SUPABASE_URL is not set (environment or .env) and the local stack is not "
+            "running: start it with `tokens stack up`"
+        )
+    return status
+
+
+def connect_admin() -> TokensAdmin:
+    """``TokensAdmin.from_env()``; without ``SUPABASE_URL``, the running local stack."""
+    try:
+        return TokensAdmin.from_env()
+    except ConfigurationError:
+        if os.environ.get("SUPABASE_URL"):
+            raise
+    status = local_stack()
+    return TokensAdmin(status.api_url, status.service_role_key)
+
+
+@contextmanager
+def service_role() -> Iterator[TokensAdmin]:
+    """A connected admin client, closed afterwards; errors reported as one line."""
+    with reported_errors():
+        admin = connect_admin()
+        try:
+            yield admin
+        finally:
+            admin.close()
+
+
+def as_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
+
+
+def find_organization(admin: TokensAdmin, ref: str) -> tuple[UUID, Organization | None]:
+    """``ref`` is an id or an exact (case-insensitive) name; the row when it is listed."""
+    organization_id = as_uuid(ref)
+    organizations = admin.organizations()
+    if organization_id is not None:
+        return organization_id, next((o for o in organizations if o.id == organization_id), None)
+    named = [o for o in organizations if o.name.casefold() == ref.casefold()]
+    if not named:
+        raise OrganizationNotFound(f"No organization named {ref!r}", facts={"name": ref})
+    if len(named) > 1:
+        raise InvalidRequest(
+            f"{len(named)} organizations are named {ref!r}: give the id instead",
+            reason="ambiguous_organization",
+            facts={"ids": [str(o.id) for o in named]},
+        )
+    return named[0].id, named[0]
+
+
+def organization_id_of(admin: TokensAdmin, ref: str) -> UUID:
+    """An id as it is (the API checks it exists); a name looked up."""
+    return as_uuid(ref) or find_organization(admin, ref)[0]
+
+
+@org_app.command("list")
+def org_list(as_json: JsonOption = False) -> None:
+    """Every organization with its plan and id."""
+    with service_role() as admin:
+        organizations = admin.organizations()
+    if as_json:
+        print_json(organizations)
+        return
+    console.print(organizations_table(organizations))
+
+
+@org_app.command("init")
+def org_init(
+    org: OrgArgument,
+    plan: Annotated[
+        Plan | None, typer.Option("--plan", help="Move it to this plan first (default: keep).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create or reset an organization's tokens to its plan's allocation (initializeTokens)."""
+    with service_role() as admin:
+        organization_id, organization = find_organization(admin, org)
+        balances = admin.initialize_tokens(organization_id, plan)
+        if as_json:
+            print_json(balances)
+            return
+        stats = admin.stats(organization_id)
+    name = organization.name if organization else str(organization_id)
+    console.print(f"[green]✓[/] Tokens of {escape(name)} reset to the {stats.plan} allocation")
+    console.print(stats_dashboard(stats, organization.name if organization else None))
+
+
+@org_app.command("create")
+def org_create(
+    name: Annotated[str, typer.Argument(help="The organization's name.")],
+    plan: PlanOption = "starter",
+    as_json: JsonOption = False,
+) -> None:
+    """Create an organization on a plan and initialize its tokens."""
+    with service_role() as admin:
+        organization = admin.create_organization(name, plan)
+        balances = admin.initialize_tokens(organization.id)
+        if as_json:
+            print_json({"organization": organization, "balances": balances})
+            return
+        stats = admin.stats(organization.id)
+    console.print(
+        f"[green]✓[/] Created {escape(organization.name)} on {organization.plan}: "
+        f"{organization.id}",
+        highlight=False,
+    )
+    console.print(stats_dashboard(stats, organization.name))
+
+
+@app.command("stats")
+def stats_command(org: OrgArgument, as_json: JsonOption = False) -> None:
+    """The token dashboard: a bar per token type, what is left, refresh dates, low warnings."""
+    with service_role() as admin:
+        if as_json:
+            print_json(admin.stats(organization_id_of(admin, org)))
+            return
+        organization_id, organization = find_organization(admin, org)
+        stats = admin.stats(organization_id)
+    console.print(stats_dashboard(stats, organization.name if organization else None))
+
+
+_DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime | None:
+    """``30d``, ``12h``, ``90m``, ``2w``, an ISO date or datetime (UTC unless it says), ``all``.
+
+    Raises ValueError for anything else.
+    """
+    value = text.strip().lower()
+    if value == "all":
+        return None
+    duration = _DURATION.fullmatch(value)
+    if duration:
+        amount = timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+        return (now or datetime.now(timezone.utc)) - amount
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--since must be a duration (30d, 12h, 90m), an ISO date or `all`, not {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@app.command("usage")
+def usage_command(
+    org: OrgArgument,
+    by: Annotated[UsageGrouping, typer.Option("--by", help="Group by feature, user or day.")] = (
+        "feature"
+    ),
+    since: Annotated[
+        str, typer.Option("--since", help="30d, 12h, 90m, an ISO date, or all.")
+    ] = "30d",
+    as_json: JsonOption = False,
+) -> None:
+    """Uses and tokens of an organization, by feature, user or day (the guide's queries)."""
+    try:
+        start = parse_since(since)
+    except ValueError as error:
+        raise fail(str(error), code=2) from None
+    with service_role() as admin:
+        if as_json:
+            print_json(admin.usage_report(organization_id_of(admin, org), by, start))
+            return
+        organization_id, organization = find_organization(admin, org)
+        rows = admin.usage_report(organization_id, by, start)
+    name = organization.name if organization else str(organization_id)
+    period = "all time" if start is None else f"since {day(start)}"
+    if start is not None and _DURATION.fullmatch(since.strip().lower()):
+        period += f" (last {since.strip()})"
+    console.print(usage_table(rows, by, f"Usage of {name} by {by}, {period}"))
+
+
+# ------------------------------------------------------------------ migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One SQL migration file shipped with tokens-client."""
+
+    name: str
+    sql: bytes
+
+    @property
+    def summary(self) -> str:
+        """The first sentence of its opening comment: what the migration is for."""
+        words: list[str] = []
+        for line in self.sql.decode().splitlines():
+            if not line.startswith("--") or not line.strip("- "):
+                break
+            words.append(line.lstrip("-").strip())
+        opening = " ".join(words)
+        return opening.split(". ")[0].rstrip(".") + "." if opening else ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "bytes": len(self.sql),
+            "sha256": hashlib.sha256(self.sql).hexdigest(),
+            "summary": self.summary,
+        }
+
+
+def _read_sql(entries: Iterable[Traversable]) -> list[Migration]:
+    migrations = [Migration(e.name, e.read_bytes()) for e in entries if e.name.endswith(".sql")]
+    return sorted(migrations, key=lambda migration: migration.name)
+
+
+def shipped_migrations() -> list[Migration]:
+    """From the wheel (``tokens_client/migrations``), else the checkout's ``supabase/``."""
+    packaged = resources.files("tokens_client").joinpath("migrations")
+    if packaged.is_dir():
+        return _read_sql(packaged.iterdir())
+    checkout = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+    if checkout.is_dir():
+        return _read_sql(checkout.iterdir())
+    raise ConfigurationError(
+        "this installation of tokens-client has no SQL migrations (a broken wheel?)",
+        reason="migrations_missing",
+    )
+
+
+def export_migrations(directory: Path) -> tuple[list[str], list[str]]:
+    """Copy the migrations into ``directory``: (written, skipped as identical).
+
+    Raises Conflict, writing nothing, when a file of the same name differs.
+    """
+    migrations = shipped_migrations()
+    conflicts = [
+        m.name
+        for m in migrations
+        if (directory / m.name).is_file() and (directory / m.name).read_bytes() != m.sql
+    ]
+    if conflicts:
+        raise Conflict(
+            f"{directory / conflicts[0]} exists and differs from tokens-client's "
+            f"{conflicts[0]}; nothing was written (move it aside or export elsewhere)",
+            reason="migration_conflict",
+            facts={"conflicts": conflicts},
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    skipped: list[str] = []
+    for migration in migrations:
+        target = directory / migration.name
+        if target.exists():
+            skipped.append(migration.name)
+            continue
+        target.write_bytes(migration.sql)
+        written.append(migration.name)
+    return written, skipped
+
+
+@migrations_app.command("list")
+def migrations_list(as_json: JsonOption = False) -> None:
+    """The migrations shipped in this package, in the order they apply."""
+    with reported_errors():
+        migrations = shipped_migrations()
+    if as_json:
+        print_json([migration.as_json() for migration in migrations])
+        return
+    table = Table(box=None, pad_edge=False)
+    table.add_column("Migration", no_wrap=True)
+    table.add_column("What it does")
+    for migration in migrations:
+        table.add_row(migration.name, migration.summary)
+    console.print(table)
+
+
+@migrations_app.command("export")
+def migrations_export(
+    directory: Annotated[
+        Path, typer.Argument(help="Your project's supabase/migrations directory.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the SQL migrations into DIRECTORY; identical files are skipped, different refused."""
+    with reported_errors():
+        written, skipped = export_migrations(directory)
+    if as_json:
+        print_json({"directory": str(directory), "written": written, "skipped": skipped})
+        return
+    for name in written:
+        console.print(f"[green]wrote[/]   {escape(str(directory / name))}", highlight=False)
+    for name in skipped:
+        console.print(f"skipped {escape(str(directory / name))} (identical)", highlight=False)
+    console.print(
+        f"{len(written)} written, {len(skipped)} already there. Apply them with "
+        "`supabase migration up` (local) or `supabase db push`, or paste each file in order "
+        "into the SQL Editor.",
+        highlight=False,
+    )
+
+
+# ------------------------------------------------------------------------ demo
+
+
+def _print_step(step: DemoStep, previous_section: str | None) -> None:
+    if step.section != previous_section:
+        console.print()
+        console.print(Text(step.section, style="bold"))
+    line = Table.grid(padding=(0, 1))
+    line.add_column(width=3, justify="right", no_wrap=True)
+    line.add_column()
+    text = Text(step.text)
+    if not step.expected:
+        text.append("  (not what the demo expected)", style="bold red")
+    line.add_row(Text("✓", "green") if step.outcome == "ok" else Text("✗", "red"), text)
+    console.print(line)
+    if step.view is not None:
+        console.print(Padding(step.view, (0, 0, 0, 4)))
+
+
+@app.command("demo")
+def demo_command(as_json: JsonOption = False) -> None:
+    """The guide's story on the local stack: check, deduct, retry, dashboard, refusals.
+
+    Resets the seeded organization Acme first, so it can be run again and again.
+    """
+    with reported_errors():
+        status = Stack().status()
+        if not status.running:
+            raise StackError("the local stack is not running: start it with `tokens stack up`")
+        steps: list[DemoStep] = []
+        if not as_json:
+            console.print(f"[bold]tokens demo[/] · {status.api_url}", highlight=False)
+        for step in Demo(status).steps():
+            if not as_json:
+                _print_step(step, steps[-1].section if steps else None)
+            steps.append(step)
+    unexpected = [step for step in steps if not step.expected]
+    if as_json:
+        print_json({"api_url": status.api_url, "steps": [step.as_json() for step in steps]})
+    else:
+        console.print()
+        console.print("Run `tokens demo` again: it resets Acme first and tells the same story.")
+    if unexpected:
+        raise fail(f"{len(unexpected)} step(s) did not go as the demo expected")
 
 
 def main() -> None:

@@ -1,0 +1,271 @@
+"""``tokens demo``: the guide's walkthrough, lived by the seeded users of the local stack.
+
+Acme (pro) has Alice (owner) and Bob (member); Tinkerers (starter) has Carol. The demo
+resets Acme's tokens first, so every run tells the same story: a check, two deductions,
+a retried request that spends nothing, the dashboard, and two refusals.
+
+Users act through :class:`~tokens_client.TokensClient` with JWTs minted from the stack's
+secret, exactly as a backend would act for a signed-in user; only the reset uses the
+service role.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel
+from rich.console import RenderableType
+
+from tokens_client._admin import TokensAdmin
+from tokens_client._client import TokensClient
+from tokens_client._dashboard import stats_dashboard
+from tokens_client._errors import FeatureNotInPlan, NotAMember
+from tokens_client._models import Deduction, UsageEntry
+from tokens_client.stack import StackStatus, mint_jwt
+
+ACME = UUID("00000000-0000-4000-b000-00000000ac3e")
+TINKERERS = UUID("00000000-0000-4000-b000-0000000071e4")
+COMPETITOR = "Globex"  # created on the first run: Acme's competitor, also on pro
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    """A seeded user (``supabase/seed.sql``)."""
+
+    id: UUID
+    name: str
+    full_name: str
+    email: str
+    role: str
+    organization_id: UUID
+
+    def token(self, jwt_secret: str) -> str:
+        """The JWT Supabase Auth would issue this user."""
+        claims = {
+            "sub": str(self.id),
+            "role": "authenticated",
+            "aud": "authenticated",
+            "email": self.email,
+        }
+        return mint_jwt(jwt_secret, claims, expires_in=600)
+
+
+ALICE = DemoUser(
+    UUID("00000000-0000-4000-a000-00000000a11c"),
+    "Alice",
+    "Alice Owner",
+    "alice@acme.test",
+    "owner",
+    ACME,
+)
+BOB = DemoUser(
+    UUID("00000000-0000-4000-a000-000000000b0b"),
+    "Bob",
+    "Bob Member",
+    "bob@acme.test",
+    "member",
+    ACME,
+)
+CAROL = DemoUser(
+    UUID("00000000-0000-4000-a000-0000000ca201"),
+    "Carol",
+    "Carol Starter",
+    "carol@tinkerers.test",
+    "owner",
+    TINKERERS,
+)
+USERS = (ALICE, BOB, CAROL)
+
+
+@dataclass
+class DemoStep:
+    """One line of the story: ``✓`` when it went through, ``✗`` when it was refused.
+
+    ``expected`` is False when the stack behaved otherwise than the story says (the
+    demo then exits non-zero). ``view`` is an extra renderable (the dashboard).
+    """
+
+    section: str
+    outcome: Literal["ok", "refused"]
+    text: str
+    expected: bool = True
+    data: Any = None
+    view: RenderableType | None = field(default=None, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "section": self.section,
+            "outcome": self.outcome,
+            "text": self.text,
+            "expected": self.expected,
+            "data": _jsonable(self.data),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
+
+
+def _spent(deduction: Deduction) -> str:
+    return f"{deduction.message} · {deduction.remaining_balance} {deduction.token_type} tokens left"
+
+
+def _names(entries: list[UsageEntry]) -> str:
+    """``generate_goal 3 (Alice), …`` in the order they happened."""
+    by_id = {user.id: user.name for user in USERS}
+    return ", ".join(
+        f"{entry.feature_used} {entry.tokens_deducted} "
+        f"({by_id.get(entry.user_id, 'someone') if entry.user_id else 'service role'})"
+        for entry in sorted(entries, key=lambda entry: entry.created_at)
+    )
+
+
+class Demo:
+    """The story, step by step, against one running stack."""
+
+    def __init__(self, status: StackStatus) -> None:
+        self.status = status
+
+    def _client(self, user: DemoUser) -> TokensClient:
+        token = user.token(self.status.jwt_secret)
+        return TokensClient(self.status.api_url, self.status.anon_key, token)
+
+    def _reset(self, admin: TokensAdmin) -> tuple[int, UUID]:
+        """Seeded memberships and plans back in place; returns Acme's total and Globex's id."""
+        for user in USERS:
+            admin.add_member(user.organization_id, user.id, user.role, user.full_name)
+        balances = admin.initialize_tokens(ACME, "pro")
+        admin.initialize_tokens(TINKERERS, "starter")
+        competitor = next((o for o in admin.organizations() if o.name == COMPETITOR), None)
+        if competitor is None:
+            competitor = admin.create_organization(COMPETITOR, "pro")
+        admin.initialize_tokens(competitor.id, "pro")
+        return sum(balance.balance for balance in balances), competitor.id
+
+    def steps(self) -> Iterator[DemoStep]:
+        """Run the story; each step is yielded as soon as it happened."""
+        admin = TokensAdmin(self.status.api_url, self.status.service_role_key)
+        with closing(admin):
+            section = "Acme is on the pro plan"
+            total, competitor = self._reset(admin)
+            reset = f"Tokens reset to the pro allocation: {total} tokens across 5 token types"
+            yield DemoStep(section, "ok", reset)
+            yield DemoStep(
+                section,
+                "ok",
+                "Alice (owner) and Bob (member) sign in; each request carries their own JWT",
+            )
+            started = datetime.now(timezone.utc)
+            alice, bob, carol = (self._client(user) for user in USERS)
+            with closing(alice), closing(bob), closing(carol):
+                yield from self._spend(alice, bob)
+                yield from self._look(alice, bob, started)
+                yield from self._refusals(admin, carol, bob, competitor)
+
+    def _spend(self, alice: TokensClient, bob: TokensClient) -> Iterator[DemoStep]:
+        section = "Alice generates a goal"
+        enough = alice.has_enough_tokens("generate_goal")
+        yield DemoStep(
+            section,
+            "ok" if enough else "refused",
+            f"Enough tokens for generate_goal? {'yes' if enough else 'no'}",
+            expected=enough,
+            data={"has_enough_tokens": enough},
+        )
+        goal = alice.deduct_tokens("generate_goal")
+        yield DemoStep(
+            section, "ok", _spent(goal), expected=goal.remaining_balance == 17, data=goal
+        )
+
+        section = "Bob generates a quest, and his request is retried"
+        request_id = f"demo-{uuid.uuid4()}"  # one per run, so reruns are not replays
+        quest = bob.deduct_tokens("generate_quest", request_id=request_id)
+        yield DemoStep(section, "ok", _spent(quest), expected=not quest.replayed, data=quest)
+        retry = bob.deduct_tokens("generate_quest", request_id=request_id)
+        yield DemoStep(
+            section,
+            "ok",
+            f"Retried with the same request id: first answer replayed, nothing spent · "
+            f"still {retry.remaining_balance} left",
+            expected=retry.replayed and retry.remaining_balance == quest.remaining_balance,
+            data=retry,
+        )
+
+    def _look(self, alice: TokensClient, bob: TokensClient, since: datetime) -> Iterator[DemoStep]:
+        section = "Acme's dashboard, as Alice sees it"
+        stats = alice.stats()
+        yield DemoStep(
+            section,
+            "ok",
+            f"{stats.total_balance} of {stats.total_allocated} tokens left, "
+            f"{stats.total_used} used",
+            data=stats,
+            view=stats_dashboard(stats, "Acme"),
+        )
+        everyone = alice.usage(since=since)
+        yield DemoStep(
+            section,
+            "ok",
+            f"Alice (owner) sees everyone's usage: {_names(everyone)}",
+            expected=len(everyone) == 2,
+            data=everyone,
+        )
+        own = bob.usage(since=since)
+        yield DemoStep(
+            section,
+            "ok",
+            f"Bob (member) sees only his own: {_names(own)}",
+            expected=len(own) == 1,
+            data=own,
+        )
+
+    def _refusals(
+        self, admin: TokensAdmin, carol: TokensClient, bob: TokensClient, competitor: UUID
+    ) -> Iterator[DemoStep]:
+        section = "Tinkerers is on the starter plan"
+        try:
+            spent = carol.deduct_tokens("generate_goal")
+        except FeatureNotInPlan as refused:
+            yield DemoStep(
+                section,
+                "refused",
+                f"Carol tries generate_goal → {refused.message} (HTTP {refused.status})",
+                data={"reason": refused.reason, **refused.facts},
+            )
+        else:
+            yield DemoStep(section, "ok", _spent(spent), expected=False, data=spent)
+
+        section = f"Bob tries to spend {COMPETITOR}'s tokens"
+        try:
+            stolen = bob.deduct_tokens("generate_goal", organization_id=competitor)
+        except NotAMember as refused:
+            yield DemoStep(
+                section,
+                "refused",
+                f"Bob sends {COMPETITOR}'s organization id → {refused.message} "
+                f"(HTTP {refused.status})",
+                data={"reason": refused.reason, **refused.facts},
+            )
+        else:
+            yield DemoStep(section, "ok", _spent(stolen), expected=False, data=stolen)
+        goals = admin.stats(competitor).for_type("goal_generation")
+        yield DemoStep(
+            section,
+            "ok",
+            f"{COMPETITOR}'s goal_generation balance is untouched: {goals.balance} / "
+            f"{goals.allocated}",
+            expected=goals.balance == goals.allocated,
+            data=goals,
+        )
