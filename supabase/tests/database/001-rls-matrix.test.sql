@@ -1,0 +1,483 @@
+-- The RLS matrix, as deployed: who can read which rows of every table, and that nobody
+-- but service_role writes a table directly.
+--
+-- Callers: anon, member of org A, admin and owner of org A, member of org B, a user
+-- who moved from A to B, a user without an organization, service_role.
+-- Reads go through the select policies; writes by anon and authenticated stop at the
+-- grants (42501 "permission denied"). 004-rls-policies-without-grants shows that the
+-- policies alone refuse those writes too.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = public, extensions;
+
+select plan(174);
+
+-- ------------------------------------------------------------------ helpers
+-- Created inside this transaction and rolled back with it.
+create schema tests;
+grant usage on schema tests to anon, authenticated, service_role;
+alter default privileges in schema tests grant select on tables to anon, authenticated, service_role;
+alter default privileges in schema tests grant execute on functions to anon, authenticated, service_role;
+
+-- Fixtures by name: tests.id('org A') is the uuid created for 'org A'. Volatile on
+-- purpose: the planner pre-evaluates stable functions with a snapshot that can miss
+-- fixtures created earlier in the same DO block.
+create table tests.fixtures (name text primary key, id uuid not null);
+
+create function tests.id(name text) returns uuid
+language plpgsql volatile as $$
+declare
+  found_id uuid;
+begin
+  select f.id into found_id from tests.fixtures f where f.name = id.name;
+  if found_id is null then
+    raise exception 'tests.id: no fixture named %', name;
+  end if;
+  return found_id;
+end
+$$;
+
+-- An organization on a plan, with its ai_tokens rows (initialize_tokens, as postgres).
+create function tests.create_organization(name text, plan text default 'pro') returns uuid
+language plpgsql as $$
+declare
+  new_id uuid := gen_random_uuid();
+begin
+  insert into public.organizations (id, name, plan) values (new_id, name, plan);
+  insert into tests.fixtures values (name, new_id);
+  perform public.initialize_tokens(new_id);
+  return new_id;
+end
+$$;
+
+-- A signed-up user; with a profile in an organization (or none) unless profile is false.
+create function tests.create_user(
+  name text, organization text default null, role text default 'member', profile boolean default true
+) returns uuid
+language plpgsql as $$
+declare
+  new_id uuid := gen_random_uuid();
+begin
+  insert into auth.users (id, aud, role, email)
+  values (new_id, 'authenticated', 'authenticated', new_id || '@example.test');
+  if profile then
+    insert into public.user_profiles (id, organization_id, full_name, role)
+    values (new_id, case when organization is not null then tests.id(organization) end, name, create_user.role);
+  end if;
+  insert into tests.fixtures values (name, new_id);
+  return new_id;
+end
+$$;
+
+-- Act as a caller the way PostgREST does: the JWT's role becomes the database role and
+-- its claims go to request.jwt.claims. clear_authentication returns to postgres.
+create function tests.authenticate_as(name text) returns void
+language plpgsql as $$
+begin
+  perform set_config('request.jwt.claims',
+    json_build_object('sub', tests.id(name), 'role', 'authenticated', 'aud', 'authenticated')::text, true);
+  perform set_config('role', 'authenticated', true);
+end
+$$;
+
+create function tests.authenticate_as_anon() returns void
+language plpgsql as $$
+begin
+  perform set_config('request.jwt.claims', '{"role": "anon"}', true);
+  perform set_config('role', 'anon', true);
+end
+$$;
+
+create function tests.authenticate_as_service_role() returns void
+language plpgsql as $$
+begin
+  perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
+  perform set_config('role', 'service_role', true);
+end
+$$;
+
+create function tests.clear_authentication() returns void
+language plpgsql as $$
+begin
+  perform set_config('role', 'none', true);
+  perform set_config('request.jwt.claims', '', true);
+end
+$$;
+
+-- A user spends tokens through the API, leaving a usage-log row signed with their id.
+create function tests.spend_as(name text, feature text) returns void
+language plpgsql as $$
+begin
+  perform tests.authenticate_as(name);
+  perform public.deduct_tokens(feature);
+  perform tests.clear_authentication();
+end
+$$;
+
+-- ----------------------------------------------------------------- fixtures
+do $$
+begin
+  perform tests.create_organization('org A');
+  perform tests.create_organization('org B');
+  insert into tests.fixtures values ('org C', gen_random_uuid());  -- created by service_role below
+
+  perform tests.create_user('member of A', 'org A', 'member');
+  perform tests.create_user('admin of A', 'org A', 'admin');
+  perform tests.create_user('owner of A', 'org A', 'owner');
+  perform tests.create_user('member of B', 'org B', 'member');
+  perform tests.create_user('mover', 'org A', 'member');
+  perform tests.create_user('loner', null);
+  perform tests.create_user('unprofiled user', profile => false);
+
+  -- Usage: org A gets 4 rows (member 2, admin 1, mover 1), org B 2 (member 1, mover 1
+  -- after moving from A to B).
+  perform tests.spend_as('member of A', 'ask_assistant');
+  perform tests.spend_as('member of A', 'generate_goal');
+  perform tests.spend_as('admin of A', 'generate_leads');
+  perform tests.spend_as('mover', 'ask_assistant');
+  update public.user_profiles set organization_id = tests.id('org B') where id = tests.id('mover');
+  perform tests.spend_as('mover', 'forecast_revenue');
+  perform tests.spend_as('member of B', 'analyze_strategy');
+end
+$$;
+
+-- What postgres sees, to compare each caller's view with.
+create table tests.ai_tokens as
+  select id, organization_id from public.ai_tokens
+  where organization_id in (tests.id('org A'), tests.id('org B'));
+create table tests.usage_log as
+  select id, organization_id, user_id from public.ai_token_usage_log
+  where organization_id in (tests.id('org A'), tests.id('org B'));
+create table tests.ai_token_types as select * from public.ai_token_types;
+create table tests.ai_plan_allocations as select * from public.ai_plan_allocations;
+create table tests.ai_features as select * from public.ai_features;
+
+-- Every write a client might try, one per table and command. Each is a valid row or
+-- change, so only a privilege (or, in 004, a policy) can stop it.
+create table tests.write_attempts (
+  position serial primary key,
+  table_name text not null,
+  command text not null,
+  statement text not null
+);
+insert into tests.write_attempts (table_name, command, statement) values
+  ('organizations', 'insert', $$insert into public.organizations (name, plan) values ('Intruders', 'enterprise')$$),
+  ('organizations', 'update', $$update public.organizations set plan = 'enterprise'$$),
+  ('organizations', 'delete', $$delete from public.organizations$$),
+  ('user_profiles', 'insert', $$insert into public.user_profiles (id, organization_id, role) values (tests.id('unprofiled user'), tests.id('org A'), 'owner')$$),
+  ('user_profiles', 'update', $$update public.user_profiles set role = 'owner'$$),
+  ('user_profiles', 'delete', $$delete from public.user_profiles$$),
+  ('ai_token_types', 'insert', $$insert into public.ai_token_types (token_type) values ('free_lunch')$$),
+  ('ai_token_types', 'update', $$update public.ai_token_types set description = 'changed'$$),
+  ('ai_token_types', 'delete', $$delete from public.ai_token_types$$),
+  ('ai_plan_allocations', 'insert', $$insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) values ('starter', 'general', 1000000)$$),
+  ('ai_plan_allocations', 'update', $$update public.ai_plan_allocations set monthly_allocation = 1000000$$),
+  ('ai_plan_allocations', 'delete', $$delete from public.ai_plan_allocations$$),
+  ('ai_features', 'insert', $$insert into public.ai_features (feature, token_type, cost) values ('free_lunch', 'general', 1)$$),
+  ('ai_features', 'update', $$update public.ai_features set cost = 1$$),
+  ('ai_features', 'delete', $$delete from public.ai_features$$),
+  ('ai_tokens', 'insert', $$insert into public.ai_tokens (organization_id, token_type, balance, total_allocated) values (tests.id('org A'), 'general', 1000000, 1000000)$$),
+  ('ai_tokens', 'update', $$update public.ai_tokens set balance = balance + 1000000$$),
+  ('ai_tokens', 'delete', $$delete from public.ai_tokens$$),
+  ('ai_token_usage_log', 'insert', $$insert into public.ai_token_usage_log (organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after) values (tests.id('org A'), tests.id('member of A'), 'general', 'ask_assistant', 1, 0)$$),
+  ('ai_token_usage_log', 'update', $$update public.ai_token_usage_log set tokens_deducted = 1000$$),
+  ('ai_token_usage_log', 'delete', $$delete from public.ai_token_usage_log$$);
+
+-- ------------------------------------------------------ the fixtures are as described
+select results_eq(
+  $$ select count(*)::int from tests.ai_tokens group by organization_id $$,
+  $$ values (5), (5) $$,
+  'initialize_tokens gave org A and org B five ai_tokens rows each'
+);
+select results_eq(
+  $$ select count(*)::int from tests.usage_log group by organization_id order by 1 $$,
+  $$ values (2), (4) $$,
+  'the fixtures wrote 4 usage-log rows in org A and 2 in org B'
+);
+select isnt_empty($$ select * from tests.ai_token_types $$, 'the token type catalog is not empty');
+select isnt_empty($$ select * from tests.ai_plan_allocations $$, 'the plan allocation catalog is not empty');
+select isnt_empty($$ select * from tests.ai_features $$, 'the feature catalog is not empty');
+
+-- --------------------------------------------------------- RLS and grants, by catalog
+select is_empty(
+  $$ select c.relname from pg_class c
+     where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
+  'every table in schema public has row level security enabled'
+);
+
+-- Exact table privileges: clients may only read (TRUNCATE would skip RLS entirely).
+select table_privs_are('public', t.table_name, r.role_name, r.privileges,
+         format('%s has exactly %s on public.%s', r.role_name,
+                coalesce(nullif(array_to_string(r.privileges, ', '), ''), 'no privileges'), t.table_name))
+from unnest(array['organizations', 'user_profiles', 'ai_token_types', 'ai_plan_allocations',
+                  'ai_features', 'ai_tokens', 'ai_token_usage_log']) with ordinality t(table_name, n)
+cross join (values
+  (1, 'anon', '{}'::text[]),
+  (2, 'authenticated', '{SELECT}'::text[]),
+  (3, 'service_role', '{SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER}'::text[])
+) r(position, role_name, privileges)
+order by t.n, r.position;
+
+-- ------------------------------------------------------------------------ anon
+select tests.authenticate_as_anon();
+
+select throws_ok(format('select * from public.%I', t.table_name), '42501',
+         format('permission denied for table %s', t.table_name),
+         format('anon cannot read %s', t.table_name))
+from unnest(array['organizations', 'user_profiles', 'ai_token_types', 'ai_plan_allocations',
+                  'ai_features', 'ai_tokens', 'ai_token_usage_log']) t(table_name);
+
+select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
+         format('anon cannot %s %s', w.command, w.table_name))
+from tests.write_attempts w order by w.position;
+
+-- ------------------------------------------------------------- member of org A
+select tests.authenticate_as('member of A');
+
+select results_eq(
+  $$ select id from public.organizations $$,
+  $$ values (tests.id('org A')) $$,
+  'member of A sees exactly org A'
+);
+select results_eq(
+  $$ select id from public.user_profiles order by id $$,
+  $$ select id from tests.fixtures where name in ('member of A', 'admin of A', 'owner of A') order by id $$,
+  'member of A sees exactly the profiles of org A''s members'
+);
+select results_eq(
+  $$ select id from public.ai_tokens order by id $$,
+  $$ select id from tests.ai_tokens where organization_id = tests.id('org A') order by id $$,
+  'member of A sees exactly org A''s five ai_tokens rows'
+);
+select results_eq(
+  $$ select id from public.ai_token_usage_log order by id $$,
+  $$ select id from tests.usage_log where user_id = tests.id('member of A') order by id $$,
+  'member of A sees exactly their own two usage-log rows'
+);
+select results_eq($$ select * from public.ai_token_types order by token_type $$,
+  $$ select * from tests.ai_token_types order by token_type $$, 'member of A reads the whole token type catalog');
+select results_eq($$ select * from public.ai_plan_allocations order by plan, token_type $$,
+  $$ select * from tests.ai_plan_allocations order by plan, token_type $$, 'member of A reads all plan allocations');
+select results_eq($$ select * from public.ai_features order by feature $$,
+  $$ select * from tests.ai_features order by feature $$, 'member of A reads the whole feature catalog');
+
+select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
+         format('member of A cannot %s %s', w.command, w.table_name))
+from tests.write_attempts w order by w.position;
+
+-- -------------------------------------------------------------- admin of org A
+select tests.authenticate_as('admin of A');
+
+select results_eq(
+  $$ select id from public.organizations $$,
+  $$ values (tests.id('org A')) $$,
+  'admin of A sees exactly org A'
+);
+select results_eq(
+  $$ select id from public.user_profiles order by id $$,
+  $$ select id from tests.fixtures where name in ('member of A', 'admin of A', 'owner of A') order by id $$,
+  'admin of A sees exactly the profiles of org A''s members'
+);
+select results_eq(
+  $$ select id from public.ai_tokens order by id $$,
+  $$ select id from tests.ai_tokens where organization_id = tests.id('org A') order by id $$,
+  'admin of A sees exactly org A''s five ai_tokens rows'
+);
+select results_eq(
+  $$ select id from public.ai_token_usage_log order by id $$,
+  $$ select id from tests.usage_log where organization_id = tests.id('org A') order by id $$,
+  'admin of A sees all four of org A''s usage-log rows (including a former member''s) and none of org B''s'
+);
+select results_eq($$ select * from public.ai_token_types order by token_type $$,
+  $$ select * from tests.ai_token_types order by token_type $$, 'admin of A reads the whole token type catalog');
+select results_eq($$ select * from public.ai_plan_allocations order by plan, token_type $$,
+  $$ select * from tests.ai_plan_allocations order by plan, token_type $$, 'admin of A reads all plan allocations');
+select results_eq($$ select * from public.ai_features order by feature $$,
+  $$ select * from tests.ai_features order by feature $$, 'admin of A reads the whole feature catalog');
+
+select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
+         format('admin of A cannot %s %s', w.command, w.table_name))
+from tests.write_attempts w order by w.position;
+
+-- -------------------------------------------------------------- owner of org A
+select tests.authenticate_as('owner of A');
+
+select results_eq(
+  $$ select id from public.ai_token_usage_log order by id $$,
+  $$ select id from tests.usage_log where organization_id = tests.id('org A') order by id $$,
+  'owner of A (no usage of their own) sees all four of org A''s usage-log rows'
+);
+
+-- ------------------------------------------------------------- member of org B
+select tests.authenticate_as('member of B');
+
+select results_eq(
+  $$ select id from public.organizations $$,
+  $$ values (tests.id('org B')) $$,
+  'member of B sees exactly org B'
+);
+select results_eq(
+  $$ select id from public.user_profiles order by id $$,
+  $$ select id from tests.fixtures where name in ('member of B', 'mover') order by id $$,
+  'member of B sees exactly the profiles of org B''s members'
+);
+select results_eq(
+  $$ select id from public.ai_tokens order by id $$,
+  $$ select id from tests.ai_tokens where organization_id = tests.id('org B') order by id $$,
+  'member of B sees exactly org B''s five ai_tokens rows'
+);
+select results_eq(
+  $$ select id from public.ai_token_usage_log order by id $$,
+  $$ select id from tests.usage_log where user_id = tests.id('member of B') order by id $$,
+  'member of B sees exactly their own usage-log row, not the mover''s'
+);
+select results_eq($$ select * from public.ai_token_types order by token_type $$,
+  $$ select * from tests.ai_token_types order by token_type $$, 'member of B reads the whole token type catalog');
+select results_eq($$ select * from public.ai_plan_allocations order by plan, token_type $$,
+  $$ select * from tests.ai_plan_allocations order by plan, token_type $$, 'member of B reads all plan allocations');
+select results_eq($$ select * from public.ai_features order by feature $$,
+  $$ select * from tests.ai_features order by feature $$, 'member of B reads the whole feature catalog');
+
+select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
+         format('member of B cannot %s %s', w.command, w.table_name))
+from tests.write_attempts w order by w.position;
+
+-- ------------------------------------------- a member who moved from org A to org B
+select tests.authenticate_as('mover');
+
+select results_eq(
+  $$ select id from public.ai_token_usage_log order by id $$,
+  $$ select id from tests.usage_log
+     where user_id = tests.id('mover') and organization_id = tests.id('org B') order by id $$,
+  'a member who moved to org B no longer sees their usage in org A'
+);
+
+-- ----------------------------------------------------- a user without organization
+select tests.authenticate_as('loner');
+
+select is_empty($$ select * from public.organizations $$, 'a user without organization sees no organization');
+select results_eq(
+  $$ select id from public.user_profiles $$,
+  $$ values (tests.id('loner')) $$,
+  'a user without organization sees only their own profile'
+);
+select is_empty($$ select * from public.ai_tokens $$, 'a user without organization sees no token balance');
+select is_empty($$ select * from public.ai_token_usage_log $$, 'a user without organization sees no usage');
+select results_eq($$ select * from public.ai_features order by feature $$,
+  $$ select * from tests.ai_features order by feature $$, 'a user without organization still reads the feature catalog');
+
+-- ----------------------------------------------------------------- service_role
+select tests.authenticate_as_service_role();
+
+select results_eq(
+  $$ select id from public.organizations where id in (tests.id('org A'), tests.id('org B')) order by id $$,
+  $$ select id from tests.fixtures where name in ('org A', 'org B') order by id $$,
+  'service_role sees both organizations'
+);
+select results_eq(
+  $$ select p.id from public.user_profiles p join tests.fixtures f on f.id = p.id order by p.id $$,
+  $$ select id from tests.fixtures
+     where name in ('member of A', 'admin of A', 'owner of A', 'member of B', 'mover', 'loner') order by id $$,
+  'service_role sees every profile'
+);
+select results_eq(
+  $$ select id from public.ai_tokens where organization_id in (tests.id('org A'), tests.id('org B')) order by id $$,
+  $$ select id from tests.ai_tokens order by id $$,
+  'service_role sees the ai_tokens rows of both organizations'
+);
+select results_eq(
+  $$ select id from public.ai_token_usage_log
+     where organization_id in (tests.id('org A'), tests.id('org B')) order by id $$,
+  $$ select id from tests.usage_log order by id $$,
+  'service_role sees the usage of both organizations'
+);
+select results_eq($$ select * from public.ai_token_types order by token_type $$,
+  $$ select * from tests.ai_token_types order by token_type $$, 'service_role reads the whole token type catalog');
+select results_eq($$ select * from public.ai_plan_allocations order by plan, token_type $$,
+  $$ select * from tests.ai_plan_allocations order by plan, token_type $$, 'service_role reads all plan allocations');
+select results_eq($$ select * from public.ai_features order by feature $$,
+  $$ select * from tests.ai_features order by feature $$, 'service_role reads the whole feature catalog');
+
+-- service_role writes every table: each statement changes exactly one row.
+with changed as (
+  insert into public.organizations (id, name, plan) values (tests.id('org C'), 'org C', 'starter') returning 1
+) select is(count(*)::int, 1, 'service_role can insert organizations') from changed;
+with changed as (
+  update public.organizations set name = 'org A renamed' where id = tests.id('org A') returning 1
+) select is(count(*)::int, 1, 'service_role can update organizations') from changed;
+with changed as (
+  delete from public.organizations where id = tests.id('org C') returning 1
+) select is(count(*)::int, 1, 'service_role can delete organizations') from changed;
+
+with changed as (
+  insert into public.user_profiles (id, organization_id, role)
+  values (tests.id('unprofiled user'), tests.id('org B'), 'member') returning 1
+) select is(count(*)::int, 1, 'service_role can insert user_profiles') from changed;
+with changed as (
+  update public.user_profiles set role = 'admin' where id = tests.id('unprofiled user') returning 1
+) select is(count(*)::int, 1, 'service_role can update user_profiles') from changed;
+with changed as (
+  delete from public.user_profiles where id = tests.id('unprofiled user') returning 1
+) select is(count(*)::int, 1, 'service_role can delete user_profiles') from changed;
+
+with changed as (
+  insert into public.ai_token_types (token_type, description) values ('tests_type', 'made by a test') returning 1
+) select is(count(*)::int, 1, 'service_role can insert ai_token_types') from changed;
+with changed as (
+  update public.ai_token_types set description = 'changed by a test' where token_type = 'tests_type' returning 1
+) select is(count(*)::int, 1, 'service_role can update ai_token_types') from changed;
+
+with changed as (
+  insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) values ('enterprise', 'tests_type', 7) returning 1
+) select is(count(*)::int, 1, 'service_role can insert ai_plan_allocations') from changed;
+with changed as (
+  update public.ai_plan_allocations set monthly_allocation = 8
+  where plan = 'enterprise' and token_type = 'tests_type' returning 1
+) select is(count(*)::int, 1, 'service_role can update ai_plan_allocations') from changed;
+with changed as (
+  delete from public.ai_plan_allocations where plan = 'enterprise' and token_type = 'tests_type' returning 1
+) select is(count(*)::int, 1, 'service_role can delete ai_plan_allocations') from changed;
+
+with changed as (
+  insert into public.ai_features (feature, token_type, cost) values ('tests_feature', 'tests_type', 1) returning 1
+) select is(count(*)::int, 1, 'service_role can insert ai_features') from changed;
+with changed as (
+  update public.ai_features set cost = 2 where feature = 'tests_feature' returning 1
+) select is(count(*)::int, 1, 'service_role can update ai_features') from changed;
+with changed as (
+  delete from public.ai_features where feature = 'tests_feature' returning 1
+) select is(count(*)::int, 1, 'service_role can delete ai_features') from changed;
+
+with changed as (
+  delete from public.ai_token_types where token_type = 'tests_type' returning 1
+) select is(count(*)::int, 1, 'service_role can delete ai_token_types') from changed;
+
+with changed as (
+  update public.ai_tokens set balance = 1 where organization_id = tests.id('org A') and token_type = 'general' returning 1
+) select is(count(*)::int, 1, 'service_role can update ai_tokens') from changed;
+with changed as (
+  delete from public.ai_tokens where organization_id = tests.id('org A') and token_type = 'forecast' returning 1
+) select is(count(*)::int, 1, 'service_role can delete ai_tokens') from changed;
+with changed as (
+  insert into public.ai_tokens (organization_id, token_type, balance, total_allocated)
+  values (tests.id('org A'), 'forecast', 30, 30) returning 1
+) select is(count(*)::int, 1, 'service_role can insert ai_tokens') from changed;
+
+with changed as (
+  insert into public.ai_token_usage_log
+    (organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id)
+  values (tests.id('org B'), null, 'general', 'ask_assistant', 1, 49, 'tests-service-role') returning 1
+) select is(count(*)::int, 1, 'service_role can insert ai_token_usage_log') from changed;
+with changed as (
+  update public.ai_token_usage_log set balance_after = 48
+  where organization_id = tests.id('org B') and request_id = 'tests-service-role' returning 1
+) select is(count(*)::int, 1, 'service_role can update ai_token_usage_log') from changed;
+with changed as (
+  delete from public.ai_token_usage_log
+  where organization_id = tests.id('org B') and request_id = 'tests-service-role' returning 1
+) select is(count(*)::int, 1, 'service_role can delete ai_token_usage_log') from changed;
+
+select tests.clear_authentication();
+
+select * from finish();
+rollback;
