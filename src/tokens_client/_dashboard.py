@@ -145,12 +145,6 @@ def organizations_table(organizations: Sequence[Organization]) -> RenderableType
     table.add_column("Name")
     table.add_column("Plan", no_wrap=True)
     table.add_column("Id", no_wrap=True, style="dim")
-    table.add_column("Created", no_wrap=True)
     for organization in organizations:
-        table.add_row(
-            organization.name,
-            organization.plan,
-            str(organization.id),
-            day(organization.created_at),
-        )
+        table.add_row(organization.name, organization.plan, str(organization.id))
     return table

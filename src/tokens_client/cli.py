@@ -488,9 +488,13 @@ def migrations_export(
         print_json({"directory": str(directory), "written": written, "skipped": skipped})
         return
     for name in written:
-        console.print(f"[green]wrote[/]   {escape(str(directory / name))}", highlight=False)
+        console.print(
+            f"[green]wrote[/]   {escape(str(directory / name))}", highlight=False, soft_wrap=True
+        )
     for name in skipped:
-        console.print(f"skipped {escape(str(directory / name))} (identical)", highlight=False)
+        console.print(
+            f"skipped {escape(str(directory / name))} (identical)", highlight=False, soft_wrap=True
+        )
     console.print(
         f"{len(written)} written, {len(skipped)} already there. Apply them with "
         "`supabase migration up` (local) or `supabase db push`, or paste each file in order "
