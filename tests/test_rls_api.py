@@ -123,5 +123,13 @@ def test_service_role_sees_every_tenant(
     stack_env: StackEnv, two_tenants: tuple[TestUser, ...]
 ) -> None:
     service = create_client(stack_env.url, stack_env.service_role_key)
-    seen = _orgs_seen(service, "ai_tokens")
-    assert {two_tenants[0].organization_id, two_tenants[2].organization_id} <= seen
+    both = {two_tenants[0].organization_id, two_tenants[2].organization_id}
+    rows = (
+        service.table("ai_tokens")
+        .select("organization_id")
+        .in_("organization_id", [str(org) for org in both])
+        .execute()
+        .data
+    )
+    assert len(rows) == 10
+    assert {UUID(row["organization_id"]) for row in rows} == both

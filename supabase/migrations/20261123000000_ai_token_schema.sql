@@ -457,8 +457,9 @@ begin
   end if;
   select r.organization_id into target_organization
   from private.resolve_organization(deduct_tokens.organization_id) r;
-  select * into price from private.price_feature(deduct_tokens.feature, target_organization);
 
+  -- A retry is answered before pricing: the first call spent, so a plan change or a
+  -- catalog edit since then must not turn its replay into a refusal.
   if request_id is not null then
     -- Serialise retries of one request so exactly one of them spends.
     perform pg_advisory_xact_lock(hashtextextended(target_organization::text || '/' || request_id, 0));
@@ -484,6 +485,8 @@ begin
         'message', format('Used %s tokens for %s', previous.tokens_deducted, previous.feature_used));
     end if;
   end if;
+
+  select * into price from private.price_feature(deduct_tokens.feature, target_organization);
 
   update public.ai_tokens t
   set balance = t.balance - price.cost, updated_at = now()
@@ -548,7 +551,7 @@ begin
            'used', greatest(t.total_allocated - t.balance, 0),
            'percent_remaining', case when t.total_allocated > 0
              then round(100.0 * t.balance / t.total_allocated, 1) else 0 end,
-           'low', t.total_allocated > 0 and t.balance * 5 < t.total_allocated,
+           'low', t.total_allocated > 0 and t.balance::bigint * 5 < t.total_allocated,
            'refresh_date', t.refresh_date
          ) order by t.token_type), '[]'::jsonb)
   into by_type

@@ -470,8 +470,13 @@ class Stack:
         return result.stdout
 
     def _migrate(self) -> None:
-        self.psql(BOOTSTRAP_SQL)
-        self.psql(command=f"alter role authenticator with password '{DB_PASSWORD}'")
+        bootstrapped = self.psql(command="select to_regprocedure('auth.uid()') is not null")
+        if bootstrapped.strip() != "t":
+            # Once, on a new database: re-running it after migrations would re-open the
+            # default privileges that a migration revoked.
+            self.psql(BOOTSTRAP_SQL)
+            self.psql(command=f"alter role authenticator with password '{DB_PASSWORD}'")
+        state = self._load_state()
         self._run(
             [
                 str(self._supabase_cli()),
@@ -484,7 +489,6 @@ class Stack:
             ],
             "supabase migration up",
         )
-        state = self._load_state()
         seed = self.config.project_dir / "supabase" / "seed.sql"
         if not state.get("seeded") and seed.exists():
             self.psql(seed)

@@ -186,7 +186,6 @@ select is(has_function_privilege('public', 'public.tests_new_function()'::regpro
 -- Known problem of the local stack, not of the migration: `tokens stack up` re-runs
 -- bootstrap.sql on every start, and its "alter default privileges in schema public
 -- grant all on functions to anon, authenticated" undoes the migration's revoke.
-select todo('local stack re-runs bootstrap.sql after the migrations, re-granting default EXECUTE in public', 2);
 select is(has_function_privilege(r.role_name, 'public.tests_new_function()'::regprocedure, 'execute'), false,
           format('a new function in public is not executable by %s until granted', r.role_name))
 from (values (1, 'anon'), (2, 'authenticated')) r(position, role_name)

@@ -413,7 +413,6 @@ select tests.authenticate_as_service_role();
 select is((select count(*)::integer from public.initialize_tokens(tests.id('downgraded org'), 'starter')), 5,
   'the organization then moves to starter');
 select tests.authenticate_as('downgraded member');
-select todo('deduct_tokens checks the plan (price_feature) before looking up request_id', 1);
 select is(tests.refusal($$ select public.deduct_tokens('ask_assistant', request_id => 'req-d') $$), null::jsonb,
   'a retry of req-d after the move to starter is replayed, not refused');
 
@@ -582,7 +581,6 @@ select is(public.get_token_stats(tests.id('pro org')), tests.result('stats at 10
 -- computes balance * 5 in integer, which overflows above 429,496,729.
 update public.ai_tokens set balance = 500000000, total_allocated = 500000000
 where organization_id = tests.id('other org') and token_type = 'general';
-select todo('get_token_stats: balance * 5 overflows integer for balances above 429,496,729', 1);
 select lives_ok(format('select public.get_token_stats(%L)', tests.id('other org')),
   'get_token_stats works for an allocation of 500,000,000 tokens');
 
