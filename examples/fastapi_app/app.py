@@ -1,0 +1,149 @@
+"""A FastAPI app that meters an AI endpoint per user with tokens-client.
+
+Every request acts as its signed-in user: their Supabase access token (``Authorization:
+Bearer <jwt>``) goes into a :class:`~tokens_client.TokensClient` made for that request,
+so row-level security in the database decides which organization's tokens they may spend.
+
+``POST /quests/generate`` follows the guide: check (``has_enough_tokens``), deduct
+(``deduct_tokens``, idempotent with the request's ``Idempotency-Key``), then call the AI.
+Refusals are JSON ``{"error": …, "reason": …}``: 401 without a valid session, 402 "You're
+out of AI tokens", 403 "Not available on Starter plan" or not a member, 429 with
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from tokens_client import (
+    ConfigurationError,
+    RateLimited,
+    ServiceUnavailable,
+    Settings,
+    TokensClient,
+    TokensError,
+    Unauthenticated,
+)
+
+FEATURE = "generate_quest"  # 2 goal_generation tokens in the catalog (ai_features)
+OUT_OF_TOKENS = "You're out of AI tokens"
+
+# ConfigurationError reasons that mean "the caller sent no usable session token" (401),
+# as opposed to a server misconfiguration (500).
+BAD_ACCESS_TOKEN = {"missing_access_token", "api_key_as_access_token"}
+
+app = FastAPI(title="Quest generator (tokens-client example)")
+bearer = HTTPBearer(auto_error=False, description="The user's Supabase access token")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """``SUPABASE_URL`` and ``SUPABASE_ANON_KEY`` from the environment or ``.env``."""
+    return Settings.from_env()
+
+
+def tokens_client(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> Iterator[TokensClient]:
+    """A TokensClient acting as the request's user, closed when the request is done."""
+    if credentials is None:
+        raise Unauthenticated("Sign in to use AI features")
+    try:
+        client = TokensClient(settings.url, settings.require_public_key(), credentials.credentials)
+    except ConfigurationError as error:
+        if error.reason in BAD_ACCESS_TOKEN:
+            raise Unauthenticated(error.message, reason=error.reason) from error
+        raise
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+UserTokens = Annotated[TokensClient, Depends(tokens_client)]
+
+
+class QuestRequest(BaseModel):
+    goal: str = Field(min_length=1, max_length=200, examples=["Save 5,000 for a trip"])
+    # A member may omit it (their organization is used); when given it is checked
+    # against their membership by the database, never trusted.
+    organization_id: UUID | None = None
+
+
+class Quest(BaseModel):
+    title: str
+    steps: list[str]
+
+
+class QuestResponse(BaseModel):
+    quest: Quest
+    tokens_used: int
+    remaining_balance: int
+    token_type: str
+    message: str
+    replayed: bool
+
+
+def generate_quest_with_ai(goal: str) -> Quest:
+    """Stand-in for the model call the tokens pay for (instant and deterministic)."""
+    return Quest(
+        title=f"Quest: {goal}",
+        steps=[
+            f"Write down why “{goal}” matters to you",
+            "Pick one small step you can take this week",
+            "Check your progress every Sunday",
+        ],
+    )
+
+
+def refusal(
+    status: int, error: str, reason: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": error, "reason": reason}, status_code=status, headers=headers)
+
+
+@app.exception_handler(TokensError)
+def tokens_refusal(request: Request, error: TokensError) -> JSONResponse:
+    """Every refusal of the token API as ``{"error", "reason"}`` with its HTTP status."""
+    if isinstance(error, RateLimited):
+        return refusal(429, error.message, error.reason, {"Retry-After": str(error.retry_after)})
+    if isinstance(error, Unauthenticated):
+        return refusal(401, error.message, error.reason, {"WWW-Authenticate": "Bearer"})
+    if 400 <= error.status < 500:
+        return refusal(error.status, error.message, error.reason)
+    # Outages (503) and misconfiguration (500): say what failed, not how.
+    status = 503 if isinstance(error, ServiceUnavailable) else 500
+    return refusal(status, "AI tokens are unavailable right now", error.reason)
+
+
+@app.post("/quests/generate", response_model=QuestResponse)
+def generate_quest(
+    body: QuestRequest,
+    tokens: UserTokens,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> QuestResponse | JSONResponse:
+    """Check, deduct, then generate. A retried Idempotency-Key spends nothing more."""
+    # The guide's check before any work. A retry skips it: deduct_tokens replays the
+    # first answer even if the balance has run low since.
+    if idempotency_key is None and not tokens.has_enough_tokens(FEATURE, body.organization_id):
+        return refusal(402, OUT_OF_TOKENS, "insufficient_tokens")
+    deduction = tokens.deduct_tokens(
+        FEATURE, request_id=idempotency_key, organization_id=body.organization_id
+    )
+    return QuestResponse(
+        quest=generate_quest_with_ai(body.goal),
+        tokens_used=deduction.tokens_deducted,
+        remaining_balance=deduction.remaining_balance,
+        token_type=deduction.token_type,
+        message=deduction.message,
+        replayed=deduction.replayed,
+    )

@@ -1,0 +1,231 @@
+"""The example app through FastAPI's TestClient, against the real local stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
+
+import pytest
+from app import app, get_settings, tokens_client
+from app import bearer as bearer_scheme
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.testclient import TestClient
+
+from tokens_client import RateLimited, Settings, TokensClient
+from tokens_client.stack import mint_jwt
+
+if TYPE_CHECKING:
+    from tokens_client.testing import Database, OrgFactory, StackEnv, TestUser, UserFactory
+
+# tokens-client's end-to-end fixtures: stack_env, db, admin, make_org, make_user, member…
+# (here, not in a conftest.py: pytest only honours pytest_plugins in a top-level one).
+pytest_plugins = ["tokens_client.testing"]
+
+GOAL = {"goal": "Save 5,000 for a trip"}
+
+
+@pytest.fixture
+def api(stack_env: StackEnv) -> Iterator[TestClient]:
+    app.dependency_overrides[get_settings] = lambda: Settings(
+        url=stack_env.url, public_key=stack_env.anon_key, secret_key=None
+    )
+    with TestClient(app) as client:
+        yield client
+    app.dependency_overrides.clear()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def generate(api: TestClient, user: TestUser, **headers: str) -> Any:
+    return api.post("/quests/generate", json=GOAL, headers={**bearer(user.access_token), **headers})
+
+
+def goal_balance(db: Database, organization_id: UUID | None) -> int:
+    return int(
+        db.value(
+            "select balance from ai_tokens where organization_id = %s "
+            "and token_type = 'goal_generation'",
+            (organization_id,),
+        )
+    )
+
+
+def log_rows(db: Database, organization_id: UUID | None) -> int:
+    return int(
+        db.value(
+            "select count(*) from ai_token_usage_log where organization_id = %s",
+            (organization_id,),
+        )
+    )
+
+
+def test_generates_a_quest_and_spends_two_tokens(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    response = generate(api, member)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["quest"]["title"] == "Quest: Save 5,000 for a trip"
+    assert (body["tokens_used"], body["remaining_balance"]) == (2, 18)
+    assert body["message"] == "Used 2 tokens for generate_quest"
+    assert body["replayed"] is False
+    assert goal_balance(db, member.organization_id) == 18
+    row = db.execute(
+        "select user_id, feature_used, tokens_deducted from ai_token_usage_log "
+        "where organization_id = %s",
+        (member.organization_id,),
+    )
+    assert row == [(member.id, "generate_quest", 2)]
+
+
+def test_idempotency_key_spends_once(api: TestClient, member: TestUser, db: Database) -> None:
+    first = generate(api, member, **{"Idempotency-Key": "quest-1"})
+    again = generate(api, member, **{"Idempotency-Key": "quest-1"})
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json()["replayed"] is True
+    assert again.json()["remaining_balance"] == first.json()["remaining_balance"] == 18
+    assert again.json()["quest"] == first.json()["quest"]
+    assert goal_balance(db, member.organization_id) == 18
+    assert log_rows(db, member.organization_id) == 1
+
+
+def test_out_of_tokens_is_402_and_a_retry_is_still_replayed(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    for number in range(10):  # 20 goal_generation tokens at 2 each
+        response = generate(api, member, **{"Idempotency-Key": f"quest-{number}"})
+        assert response.status_code == 200, response.text
+    assert goal_balance(db, member.organization_id) == 0
+
+    refused = generate(api, member)
+    assert refused.status_code == 402
+    assert refused.json() == {"error": "You're out of AI tokens", "reason": "insufficient_tokens"}
+    new_key = generate(api, member, **{"Idempotency-Key": "quest-new"})
+    assert new_key.status_code == 402
+    assert new_key.json()["reason"] == "insufficient_tokens"
+
+    retry = generate(api, member, **{"Idempotency-Key": "quest-9"})
+    assert retry.status_code == 200
+    assert (retry.json()["replayed"], retry.json()["remaining_balance"]) == (True, 0)
+    assert log_rows(db, member.organization_id) == 10
+
+
+def test_starter_plan_is_403(
+    api: TestClient, make_org: OrgFactory, make_user: UserFactory, db: Database
+) -> None:
+    starter = make_org("starter")
+    owner = make_user(starter, "owner")
+    response = generate(api, owner)
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "Not available on Starter plan",
+        "reason": "feature_not_in_plan",
+    }
+    assert log_rows(db, starter) == 0
+
+
+def test_another_organization_is_403(
+    api: TestClient, member: TestUser, outsider: TestUser, db: Database
+) -> None:
+    response = api.post(
+        "/quests/generate",
+        json={**GOAL, "organization_id": str(member.organization_id)},
+        headers=bearer(outsider.access_token),
+    )
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "You are not a member of this organization",
+        "reason": "not_a_member",
+    }
+    assert goal_balance(db, member.organization_id) == 20
+
+
+def test_a_user_without_an_organization_is_403(api: TestClient, make_user: UserFactory) -> None:
+    response = generate(api, make_user())
+    assert response.status_code == 403
+    assert response.json()["reason"] == "not_a_member"
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "unauthenticated"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "unauthenticated"),
+        ("forged", "invalid_jwt"),
+        ("expired", "invalid_jwt"),
+        ("anon_key", "api_key_as_access_token"),
+    ],
+)
+def test_missing_or_invalid_session_is_401(
+    api: TestClient,
+    member: TestUser,
+    stack_env: StackEnv,
+    db: Database,
+    headers: Any,
+    reason: str,
+) -> None:
+    claims = {"sub": str(member.id), "role": "authenticated", "aud": "authenticated"}
+    tokens = {
+        "forged": mint_jwt("not-the-secret-" * 3, claims),
+        "expired": member.token(expires_in=-60),
+        "anon_key": stack_env.anon_key,
+    }
+    if isinstance(headers, str):
+        headers = bearer(tokens[headers])
+    response = api.post("/quests/generate", json=GOAL, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["reason"] == reason
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert goal_balance(db, member.organization_id) == 20
+
+
+def test_bad_input_is_422_and_spends_nothing(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    response = api.post("/quests/generate", json={"goal": ""}, headers=bearer(member.access_token))
+    assert response.status_code == 422
+    too_long = generate(api, member, **{"Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 400
+    assert too_long.json()["reason"] == "invalid_request"
+    assert goal_balance(db, member.organization_id) == 20
+
+
+def test_the_client_is_closed_after_the_request(api: TestClient, member: TestUser) -> None:
+    used: list[TokensClient] = []
+
+    def spy(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+        settings: Annotated[Settings, Depends(get_settings)],
+    ) -> Iterator[TokensClient]:
+        for client in tokens_client(credentials, settings):
+            used.append(client)
+            yield client
+
+    app.dependency_overrides[tokens_client] = spy
+    assert generate(api, member).status_code == 200
+    assert len(used) == 1
+    assert used[0]._supabase.postgrest.session.is_closed
+
+
+class _RateLimitedTokens:
+    """Stands in for a stack with a rate limit: ours has none yet, so no real 429 exists."""
+
+    def has_enough_tokens(self, feature: str, organization_id: object = None) -> bool:
+        raise RateLimited(
+            "Rate limit exceeded. Wait before next request.", facts={"retry_after_seconds": 7}
+        )
+
+
+def test_rate_limited_is_429_with_retry_after(api: TestClient, member: TestUser) -> None:
+    app.dependency_overrides[tokens_client] = _RateLimitedTokens
+    response = generate(api, member)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "7"
+    assert response.json() == {
+        "error": "Rate limit exceeded. Wait before next request.",
+        "reason": "rate_limited",
+    }
