@@ -304,6 +304,27 @@ def test_migrations_list_json_is_the_repository_files() -> None:
     assert files[0].name in human.stdout
 
 
+def test_migrations_come_from_the_package_when_it_ships_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As installed from the wheel: pyproject force-includes them as tokens_client/migrations."""
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "20990101000000_packaged.sql").write_text("-- Packaged. Yes.\n")
+    (tmp_path / "migrations" / "README.md").write_text("not a migration")
+
+    class PackagedResources:
+        @staticmethod
+        def files(package: str) -> Path:
+            assert package == "tokens_client"
+            return tmp_path
+
+    monkeypatch.setattr(cli, "resources", PackagedResources)
+    listed = tokens_json("migrations", "list")
+    assert [(row["name"], row["summary"]) for row in listed] == [
+        ("20990101000000_packaged.sql", "Packaged.")
+    ]
+
+
 def test_migrations_list_without_migrations_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

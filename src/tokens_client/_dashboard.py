@@ -1,14 +1,16 @@
-"""Terminal views of the CLI: the guide's TokenDashboard, usage and organization tables.
+"""What the CLI shows: the guide's TokenDashboard, usage and organization tables, JSON.
 
-Pure rendering (rich renderables from the client's models): no I/O, so ``tokens stats``
-and ``tokens demo`` draw the same dashboard.
+Pure rendering (rich renderables and JSON values from the client's models): no I/O, so
+``tokens stats`` and ``tokens demo`` draw the same dashboard.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 
+from pydantic import BaseModel
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -24,6 +26,17 @@ from tokens_client._models import (
 
 BAR_WIDTH = 20
 LOW_PERCENT = 20  # the guide's "low token warnings display (< 20%)"
+
+
+def jsonable(value: Any) -> Any:
+    """Models as ``model_dump(mode="json")``, recursively through lists and dicts."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    return value
 
 
 def day(moment: datetime | None) -> str:

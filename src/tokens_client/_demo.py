@@ -19,12 +19,11 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel
 from rich.console import RenderableType
 
 from tokens_client._admin import TokensAdmin
 from tokens_client._client import TokensClient
-from tokens_client._dashboard import stats_dashboard
+from tokens_client._dashboard import jsonable, stats_dashboard
 from tokens_client._errors import FeatureNotInPlan, NotAMember
 from tokens_client._models import Deduction, UsageEntry
 from tokens_client.stack import StackStatus, mint_jwt
@@ -104,18 +103,8 @@ class DemoStep:
             "outcome": self.outcome,
             "text": self.text,
             "expected": self.expected,
-            "data": _jsonable(self.data),
+            "data": jsonable(self.data),
         }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    return value
 
 
 def _spent(deduction: Deduction) -> str:

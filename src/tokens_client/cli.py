@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
-from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
@@ -31,7 +30,13 @@ from rich.table import Table
 from rich.text import Text
 
 from tokens_client._admin import TokensAdmin
-from tokens_client._dashboard import day, organizations_table, stats_dashboard, usage_table
+from tokens_client._dashboard import (
+    day,
+    jsonable,
+    organizations_table,
+    stats_dashboard,
+    usage_table,
+)
 from tokens_client._demo import Demo, DemoStep
 from tokens_client._errors import (
     ConfigurationError,
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
 EXIT_CODES = """Exit codes: 0 done; 1 refused or failed (a TokensError such as
 OrganizationNotFound or ServiceUnavailable, a migration conflict, the stack down);
 2 configuration or usage error (ConfigurationError: missing or wrong keys; bad options)."""
+EXIT_CODES_SHORT = "Exit codes: 0 done, 1 refused or failed, 2 configuration or usage error."
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -70,7 +76,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-OrgArgument = Annotated[str, typer.Argument(help="Organization id, or its exact name.")]
+OrgArgument = Annotated[
+    str, typer.Argument(metavar="ORG", help="Organization id, or its exact name.")
+]
 PlanOption = Annotated[Plan, typer.Option("--plan", help="starter, pro or enterprise.")]
 
 
@@ -93,17 +101,6 @@ def reported_errors() -> Iterator[None]:
         raise fail(str(error)) from None
     except OSError as error:
         raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
-
-
-def jsonable(value: Any) -> Any:
-    """Models as ``model_dump(mode="json")``, recursively through lists and dicts."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    if isinstance(value, dict):
-        return {key: jsonable(item) for key, item in value.items()}
-    return value
 
 
 def print_json(value: Any) -> None:
@@ -229,6 +226,7 @@ def service_role() -> Iterator[TokensAdmin]:
 
 
 def as_uuid(text: str) -> UUID | None:
+    """``text`` as a UUID, None when it is not one (then it is a name)."""
     try:
         return UUID(text)
     except ValueError:
@@ -258,7 +256,7 @@ def organization_id_of(admin: TokensAdmin, ref: str) -> UUID:
     return as_uuid(ref) or find_organization(admin, ref)[0]
 
 
-@org_app.command("list")
+@org_app.command("list", epilog=EXIT_CODES_SHORT)
 def org_list(as_json: JsonOption = False) -> None:
     """Every organization with its plan and id."""
     with service_role() as admin:
@@ -269,7 +267,7 @@ def org_list(as_json: JsonOption = False) -> None:
     console.print(organizations_table(organizations))
 
 
-@org_app.command("init")
+@org_app.command("init", epilog=EXIT_CODES_SHORT)
 def org_init(
     org: OrgArgument,
     plan: Annotated[
@@ -279,20 +277,24 @@ def org_init(
 ) -> None:
     """Create or reset an organization's tokens to its plan's allocation (initializeTokens)."""
     with service_role() as admin:
-        organization_id, organization = find_organization(admin, org)
-        balances = admin.initialize_tokens(organization_id, plan)
         if as_json:
-            print_json(balances)
+            print_json(admin.initialize_tokens(organization_id_of(admin, org), plan))
             return
+        organization_id, organization = find_organization(admin, org)
+        admin.initialize_tokens(organization_id, plan)
         stats = admin.stats(organization_id)
-    name = organization.name if organization else str(organization_id)
-    console.print(f"[green]✓[/] Tokens of {escape(name)} reset to the {stats.plan} allocation")
-    console.print(stats_dashboard(stats, organization.name if organization else None))
+    name = organization.name if organization else None
+    console.print(
+        f"[green]✓[/] Tokens of {escape(name or str(organization_id))} reset to the "
+        f"{stats.plan} allocation",
+        highlight=False,
+    )
+    console.print(stats_dashboard(stats, name))
 
 
-@org_app.command("create")
+@org_app.command("create", epilog=EXIT_CODES_SHORT)
 def org_create(
-    name: Annotated[str, typer.Argument(help="The organization's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The organization's name.")],
     plan: PlanOption = "starter",
     as_json: JsonOption = False,
 ) -> None:
@@ -312,7 +314,7 @@ def org_create(
     console.print(stats_dashboard(stats, organization.name))
 
 
-@app.command("stats")
+@app.command("stats", epilog=EXIT_CODES_SHORT)
 def stats_command(org: OrgArgument, as_json: JsonOption = False) -> None:
     """The token dashboard: a bar per token type, what is left, refresh dates, low warnings."""
     with service_role() as admin:
@@ -349,7 +351,7 @@ def parse_since(text: str, now: datetime | None = None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-@app.command("usage")
+@app.command("usage", epilog=EXIT_CODES_SHORT)
 def usage_command(
     org: OrgArgument,
     by: Annotated[UsageGrouping, typer.Option("--by", help="Group by feature, user or day.")] = (
@@ -458,7 +460,7 @@ def export_migrations(directory: Path) -> tuple[list[str], list[str]]:
     return written, skipped
 
 
-@migrations_app.command("list")
+@migrations_app.command("list", epilog=EXIT_CODES_SHORT)
 def migrations_list(as_json: JsonOption = False) -> None:
     """The migrations shipped in this package, in the order they apply."""
     with reported_errors():
@@ -474,14 +476,14 @@ def migrations_list(as_json: JsonOption = False) -> None:
     console.print(table)
 
 
-@migrations_app.command("export")
+@migrations_app.command("export", epilog=EXIT_CODES_SHORT)
 def migrations_export(
     directory: Annotated[
-        Path, typer.Argument(help="Your project's supabase/migrations directory.")
+        Path, typer.Argument(metavar="DIR", help="Your project's supabase/migrations directory.")
     ],
     as_json: JsonOption = False,
 ) -> None:
-    """Copy the SQL migrations into DIRECTORY; identical files are skipped, different refused."""
+    """Copy the SQL migrations into DIR; identical files are skipped, different ones refused."""
     with reported_errors():
         written, skipped = export_migrations(directory)
     if as_json:
@@ -522,7 +524,7 @@ def _print_step(step: DemoStep, previous_section: str | None) -> None:
         console.print(Padding(step.view, (0, 0, 0, 4)))
 
 
-@app.command("demo")
+@app.command("demo", epilog=EXIT_CODES_SHORT)
 def demo_command(as_json: JsonOption = False) -> None:
     """The guide's story on the local stack: check, deduct, retry, dashboard, refusals.
 
