@@ -131,8 +131,8 @@ class Demo:
         token = user.token(self.status.jwt_secret)
         return TokensClient(self.status.api_url, self.status.anon_key, token)
 
-    def _reset(self, admin: TokensAdmin) -> tuple[int, UUID]:
-        """Seeded memberships and plans back in place; returns Acme's total and Globex's id."""
+    def _reset(self, admin: TokensAdmin) -> tuple[int, int, UUID]:
+        """Seeded memberships and plans back in place: Acme's total and types, Globex's id."""
         for user in USERS:
             admin.add_member(user.organization_id, user.id, user.role, user.full_name)
         balances = admin.initialize_tokens(ACME, "pro")
@@ -141,15 +141,15 @@ class Demo:
         if competitor is None:
             competitor = admin.create_organization(COMPETITOR, "pro")
         admin.initialize_tokens(competitor.id, "pro")
-        return sum(balance.balance for balance in balances), competitor.id
+        return sum(balance.balance for balance in balances), len(balances), competitor.id
 
     def steps(self) -> Iterator[DemoStep]:
         """Run the story; each step is yielded as soon as it happened."""
         admin = TokensAdmin(self.status.api_url, self.status.service_role_key)
         with closing(admin):
             section = "Acme is on the pro plan"
-            total, competitor = self._reset(admin)
-            reset = f"Tokens reset to the pro allocation: {total} tokens across 5 token types"
+            total, types, competitor = self._reset(admin)
+            reset = f"Tokens reset to the pro allocation: {total} tokens across {types} token types"
             yield DemoStep(section, "ok", reset)
             yield DemoStep(
                 section,
