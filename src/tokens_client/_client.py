@@ -7,12 +7,13 @@ builds a call there and runs it with its own (sync or async) I/O.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 import httpx
 from postgrest.exceptions import APIError
 from supabase import AsyncClient, AsyncClientOptions, Client, ClientOptions, create_client
+from typing_extensions import Self
 
 from tokens_client._base import (
     BaseTokensCalls,
@@ -76,7 +77,7 @@ class SyncExecutor:
         if session is not None:
             session.close()
 
-    def __enter__(self: Any) -> Any:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -104,7 +105,7 @@ class AsyncExecutor:
         if session is not None:
             await session.aclose()
 
-    async def __aenter__(self: Any) -> Any:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
