@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(26);
+select plan(27);
 
 -- Test helpers: act as a user (null: the service role) or as postgres again; the error a
 -- statement raises as {sqlstate, message, detail} (null when it succeeds).
@@ -111,6 +111,10 @@ select results_eq(
   $$values (true, 0, 'off'::text)$$,
   'off: deduct_tokens succeeds and spends nothing');
 select ok(public.has_enough_tokens('generate_goal'), 'off: has_enough_tokens is true even at zero');
+select results_eq(
+  $$select (r ->> 'held')::integer, (r ->> 'available')::integer, r ->> 'enforcement' from public.reserve_tokens('analyze_strategy', 500) r$$,
+  $$values (0, 100, 'off'::text)$$,
+  'off: reserve_tokens holds nothing and reports what is available');
 select pg_temp.act_as_postgres();
 select results_eq(
   format($$select (select count(*) from public.ai_token_ledger where organization_id = %L), (select count(*) from public.ai_token_usage_log where organization_id = %L)$$, :'org_a', :'org_a'),
