@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(9);
+select plan(11);
 
 -- Test helpers: act as a user (null: the service role) or as postgres again; the error a
 -- statement raises as {sqlstate, message, detail} (null when it succeeds).
@@ -116,6 +116,26 @@ select pg_temp.act_as(:'stranger');
 select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'reason', 'not_a_member',
   'reserve_tokens without a membership is refused (403 not_a_member)');
 select pg_temp.act_as_postgres();
+
+-- Bad input raises (HTTP 4xx from PostgREST) and writes nothing, not even a refusal record.
+select gen_random_uuid() as org_x, gen_random_uuid() as member_x \gset
+insert into auth.users (id, aud, role, email) values (:'member_x', 'authenticated', 'authenticated', 'x-' || :'member_x' || '@test');
+insert into public.organizations (id, name, plan) values (:'org_x', 'Bad input X', 'pro');
+insert into public.user_profiles (id, organization_id, role) values (:'member_x', :'org_x', 'member');
+select from public.initialize_tokens(:'org_x');
+select pg_temp.act_as(:'member_x');
+select results_eq(
+  $$select f ->> 'sqlstate', f -> 'detail' ->> 'reason' from (values
+      (pg_temp.failure($q$select public.deduct_tokens('teleport')$q$)),
+      (pg_temp.failure($q$select public.deduct_tokens('generate_goal', null, '')$q$)),
+      (pg_temp.failure($q$select public.reserve_tokens('teleport', 5)$q$)),
+      (pg_temp.failure($q$select public.deduct_tokens('generate_goal', gen_random_uuid())$q$))) v (f)$$,
+  $$values ('PT404'::text, 'unknown_feature'::text), ('PT400', 'invalid_request'), ('PT404', 'unknown_feature'), ('PT403', 'not_a_member')$$,
+  'unknown features, bad request ids and foreign organizations raise');
+select pg_temp.act_as_postgres();
+select is_empty(format($$select 1 from public.ai_token_alerts where organization_id = %L
+                         union all select 1 from public.ai_token_usage_log where organization_id = %L$$, :'org_x', :'org_x'),
+  'and nothing was written');
 select pg_temp.act_as(null);
 select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'field', 'organization_id',
   'the service role must name the organization (400)');
