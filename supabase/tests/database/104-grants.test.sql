@@ -1,0 +1,159 @@
+-- Purchased tokens: grant_tokens validates and is idempotent on external_id; purchased
+-- tokens are spent after the period allowance, earliest expiry first, survive the
+-- refresh, and expire (journaled) lazily and through the daily job.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = public, extensions;
+select plan(26);
+
+-- Test helpers: act as a user (null: the service role) or as postgres again; the error a
+-- statement raises as {sqlstate, message, detail} (null when it succeeds).
+create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
+begin
+  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
+  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
+    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
+end $$;
+create function pg_temp.act_as_postgres() returns void language plpgsql as $$
+begin
+  perform set_config('role', 'none', true);
+  perform set_config('request.jwt.claims', '', true);
+end $$;
+create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
+declare
+  state text;
+  msg text;
+  detail text;
+begin
+  execute statement;
+  return null;
+exception when others then
+  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
+  return jsonb_build_object('sqlstate', state, 'message', msg,
+                            'detail', case when detail like '{%' then detail::jsonb end);
+end $$;
+grant execute on all functions in schema pg_temp to authenticated, service_role;
+
+select gen_random_uuid() as org_a, gen_random_uuid() as org_new, gen_random_uuid() as owner_a, gen_random_uuid() as member_a \gset
+insert into auth.users (id, aud, role, email) values
+  (:'owner_a', 'authenticated', 'authenticated', 'owner-' || :'owner_a' || '@test'),
+  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test');
+insert into public.organizations (id, name, plan) values (:'org_a', 'Grants A', 'pro'), (:'org_new', 'Grants New', 'pro');
+insert into public.user_profiles (id, organization_id, role) values (:'owner_a', :'org_a', 'owner'), (:'member_a', :'org_a', 'member');
+select from public.initialize_tokens(:'org_a');
+
+-- Bad input.
+select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'goal_generation', %s)$$, :'org_a', amount)) -> 'detail' ->> 'reason',
+  'invalid_amount', format('amount %s is refused with invalid_amount (400)', amount))
+from unnest(array['0', '-5', '1000000001', 'null']) as amount;
+select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'goal_generation', 10, now() - interval '1 day')$$, :'org_a')) -> 'detail',
+  jsonb_build_object('reason', 'invalid_request', 'field', 'expires_at', 'expires_at', now() - interval '1 day'),
+  'an expiry in the past is refused (400)');
+select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'gold_bars', 10)$$, :'org_a')) -> 'detail' ->> 'reason',
+  'unknown_token_type', 'an unknown token type is refused (404)');
+select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'general', 10)$$, gen_random_uuid())) ->> 'sqlstate',
+  'PT404', 'an unknown organization is refused (404)');
+select pg_temp.act_as(:'owner_a');
+select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'general', 10)$$, :'org_a')) ->> 'sqlstate',
+  '42501', 'organization owners cannot grant tokens; only the service role can');
+select pg_temp.act_as(null);
+
+-- Three grants: A expires in 10 days, B in 5 days, C never.
+select public.grant_tokens(:'org_a', 'goal_generation', 10, now() + interval '10 days', 'pack A') ->> 'grant_id' as grant_a \gset
+select public.grant_tokens(:'org_a', 'goal_generation', 10, now() + interval '5 days', 'pack B') ->> 'grant_id' as grant_b \gset
+select public.grant_tokens(:'org_a', 'goal_generation', 10, null, 'pack C', 'pay_c_' || :'org_a') as grant_c \gset
+select results_eq(
+  format($$select balance, purchased_balance from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
+  $$values (50, 30)$$,
+  'grants add to the balance and to its purchased part');
+select results_eq(
+  format($$select kind, delta, grant_id::text, external_id from public.ai_token_ledger
+           where organization_id = %L and kind = 'grant' order by id desc limit 1$$, :'org_a'),
+  format($$values ('grant'::text, 10, %L::text, %L::text)$$, (:'grant_c'::jsonb) ->> 'grant_id', 'pay_c_' || :'org_a'),
+  'a grant is journaled with its grant id and external id');
+
+-- Idempotent on external_id.
+select is(public.grant_tokens(:'org_a', 'goal_generation', 10, null, 'pack C', 'pay_c_' || :'org_a'),
+  (:'grant_c'::jsonb) || '{"replayed": true}', 'the same external_id returns the first grant');
+select is((select balance from public.ai_tokens where organization_id = :'org_a' and token_type = 'goal_generation'), 50,
+  'and grants nothing twice');
+select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'goal_generation', 11, null, 'pack C', %L)$$, :'org_a', 'pay_c_' || :'org_a')) -> 'detail' ->> 'reason',
+  'idempotency_conflict', 'the same external_id with another amount is refused (409)');
+
+-- Spending: the period allowance first (20), then the grant that expires first (B), then A, then C.
+select from generate_series(1, 7) i cross join lateral public.deduct_tokens('generate_goal', :'org_a', 'spend-' || i);
+select results_eq(
+  format($$select balance, purchased_balance from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
+  $$values (29, 29)$$,
+  'seven deductions of 3: 20 from the allowance, then 1 purchased token');
+select results_eq(
+  format($$select reason, remaining from public.ai_token_grants where organization_id = %L order by reason$$, :'org_a'),
+  $$values ('pack A'::text, 10), ('pack B', 9), ('pack C', 10)$$,
+  'the purchased token came from the grant that expires first');
+select from generate_series(8, 11) i cross join lateral public.deduct_tokens('generate_goal', :'org_a', 'spend-' || i);
+select results_eq(
+  format($$select reason, remaining from public.ai_token_grants where organization_id = %L order by reason$$, :'org_a'),
+  $$values ('pack A'::text, 7), ('pack B', 0), ('pack C', 10)$$,
+  'once B is spent, A (expiring next) is spent before C (never expiring)');
+select results_eq(
+  format($$select g.reason, sum(u.amount)::integer from public.ai_token_grant_usage u join public.ai_token_grants g on g.id = u.grant_id
+           where g.organization_id = %L group by g.reason order by g.reason$$, :'org_a'),
+  $$values ('pack A'::text, 3), ('pack B', 10)$$,
+  'each deduction records which grants it spent');
+
+-- The refresh restores the allowance and keeps what is left of the grants.
+update public.ai_tokens set refresh_date = now() - interval '1 day' where organization_id = :'org_a' and token_type = 'goal_generation';
+select from public.refresh_due_tokens();
+select results_eq(
+  format($$select balance, purchased_balance from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
+  $$values (37, 17)$$,
+  'after the refresh: 20 allowance + 17 purchased');
+
+-- Expiry, lazily: the next deduction removes what is left of an expired grant first.
+select pg_temp.act_as_postgres();
+update public.ai_token_grants set expires_at = now() - interval '1 second' where id = :'grant_a';
+select pg_temp.act_as(null);
+select from public.deduct_tokens('generate_goal', :'org_a');
+select results_eq(
+  format($$select kind, delta, grant_id::text from public.ai_token_ledger
+           where organization_id = %L and token_type = 'goal_generation' order by id desc limit 2$$, :'org_a'),
+  format($$values ('deduction'::text, -3, null::text), ('expiry', -7, %L)$$, :'grant_a'),
+  'an expired grant loses what is left (journaled expiry) before the deduction');
+select results_eq(
+  format($$select remaining, expired_amount, expired_at is not null from public.ai_token_grants where id = %L$$, :'grant_a'),
+  $$values (0, 7, true)$$,
+  'the grant records what expired');
+
+-- Expiry through the daily job.
+select pg_temp.act_as_postgres();
+update public.ai_token_grants set expires_at = now() - interval '1 second' where reason = 'pack C' and organization_id = :'org_a';
+select pg_temp.act_as(null);
+select from public.refresh_due_tokens();
+select results_eq(
+  format($$select balance, purchased_balance from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
+  $$values (17, 0)$$,
+  'refresh_due_tokens expires grants nobody touched');
+
+-- The balance cannot overflow.
+select from public.grant_tokens(:'org_a', 'general', 1000000000);
+select from public.grant_tokens(:'org_a', 'general', 1000000000);
+select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'general', 1000000000)$$, :'org_a')) -> 'detail' ->> 'reason',
+  'invalid_amount', 'a grant that would overflow the balance is refused (400 invalid_amount)');
+
+-- An organization without token rows gets one.
+select from public.grant_tokens(:'org_new', 'forecast', 40);
+select results_eq(
+  format($$select balance, purchased_balance, total_allocated from public.ai_tokens where organization_id = %L$$, :'org_new'),
+  $$values (40, 40, 0)$$,
+  'a grant creates the token row of an organization that had none');
+
+-- Who reads grants.
+select pg_temp.act_as(:'owner_a');
+select is((select count(*) from public.ai_token_grants), 5::bigint, 'owners read their organization''s grants');
+select pg_temp.act_as(:'member_a');
+select is_empty('select 1 from public.ai_token_grants', 'plain members do not read grants');
+select pg_temp.act_as_postgres();
+select is_empty('select * from public.verify_token_ledger()', 'the ledger is consistent after grants, spending and expiry');
+
+select * from finish();
+rollback;

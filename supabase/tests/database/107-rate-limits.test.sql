@@ -1,0 +1,142 @@
+-- Per-user rate limit: at most 5 spends per user in any 60 seconds by default, per plan
+-- and per feature as data; refusals answer 429 with retry_after_seconds and are recorded.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = public, extensions;
+select plan(23);
+
+-- Test helpers: act as a user (null: the service role) or as postgres again; the error a
+-- statement raises as {sqlstate, message, detail} (null when it succeeds).
+create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
+begin
+  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
+  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
+    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
+end $$;
+create function pg_temp.act_as_postgres() returns void language plpgsql as $$
+begin
+  perform set_config('role', 'none', true);
+  perform set_config('request.jwt.claims', '', true);
+end $$;
+create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
+declare
+  state text;
+  msg text;
+  detail text;
+begin
+  execute statement;
+  return null;
+exception when others then
+  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
+  return jsonb_build_object('sqlstate', state, 'message', msg,
+                            'detail', case when detail like '{%' then detail::jsonb end);
+end $$;
+grant execute on all functions in schema pg_temp to authenticated, service_role;
+
+select gen_random_uuid() as org_a, gen_random_uuid() as org_e, gen_random_uuid() as member_a,
+       gen_random_uuid() as member_a2, gen_random_uuid() as member_e \gset
+insert into auth.users (id, aud, role, email) values
+  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test'),
+  (:'member_a2', 'authenticated', 'authenticated', 'member2-' || :'member_a2' || '@test'),
+  (:'member_e', 'authenticated', 'authenticated', 'member-' || :'member_e' || '@test');
+insert into public.organizations (id, name, plan) values (:'org_a', 'Limits A', 'pro'), (:'org_e', 'Limits E', 'enterprise');
+insert into public.user_profiles (id, organization_id, role) values
+  (:'member_a', :'org_a', 'member'), (:'member_a2', :'org_a', 'member'), (:'member_e', :'org_e', 'member');
+select from public.initialize_tokens(:'org_a');
+select from public.initialize_tokens(:'org_e');
+
+select pg_temp.act_as(:'member_a');
+select is(count(*), 5::bigint, 'five deductions in a row succeed')
+from generate_series(1, 5) i cross join lateral public.deduct_tokens('ask_assistant', null, 'rl-' || i) r
+where (r ->> 'success')::boolean;
+select public.deduct_tokens('ask_assistant') as limited \gset
+select is((:'limited'::jsonb) - 'details',
+  '{"code": "PT429", "message": "Rate limit exceeded. Wait before next request.", "hint": null}'::jsonb,
+  'the sixth within 60 seconds is refused with PostgREST''s error body for HTTP 429');
+select is(((:'limited'::jsonb) ->> 'details')::jsonb,
+  '{"reason": "rate_limited", "feature": "ask_assistant", "limit": 5, "window_seconds": 60, "retry_after_seconds": 60}'::jsonb,
+  'details: reason rate_limited, the limit and the seconds until a retry can succeed');
+select is(current_setting('response.status', true), '429', 'response.status makes PostgREST answer 429');
+select is(current_setting('response.headers', true)::jsonb, '[{"Retry-After": "60"}]'::jsonb, 'with a Retry-After header');
+select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
+select is((public.deduct_tokens('ask_assistant', null, 'rl-2') ->> 'replayed')::boolean, true,
+  'a retry of an earlier request is replayed, not rate limited');
+select pg_temp.act_as_postgres();
+select results_eq(
+  format($$select count(*)::integer, min(balance_after) from public.ai_token_usage_log where organization_id = %L$$, :'org_a'),
+  $$values (5, 45)$$,
+  'the refused call spent nothing');
+select results_eq(
+  format($$select kind, reason, details ->> 'user_id', (details ->> 'refused')::boolean from public.ai_token_alerts where organization_id = %L$$, :'org_a'),
+  format($$values ('refused'::text, 'rate_limited'::text, %L::text, true)$$, :'member_a'),
+  'the refusal is recorded with its reason and user');
+
+-- Per user: another member is not affected; the service role is never limited.
+select pg_temp.act_as(:'member_a2');
+select is(public.deduct_tokens('ask_assistant') ->> 'success', 'true', 'another member of the organization still spends');
+select pg_temp.act_as(null);
+select is(count(*), 8::bigint, 'the service role is not rate limited')
+from generate_series(1, 8) i cross join lateral public.deduct_tokens('ask_assistant', :'org_a', 'svc-' || i) r
+where (r ->> 'success')::boolean;
+
+-- The window slides: once the oldest spends are older than 60 s, spending resumes.
+select pg_temp.act_as_postgres();
+update public.ai_token_usage_log set created_at = now() - interval '61 seconds'
+where user_id = :'member_a' and request_id in ('rl-1', 'rl-2');
+select pg_temp.act_as(:'member_a');
+select is(public.deduct_tokens('ask_assistant') ->> 'success', 'true', 'a spend is allowed again when an old one left the window');
+select is((public.deduct_tokens('ask_assistant') ->> 'success'), 'true', 'two left the window, so two more are allowed');
+select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'reason'), 'rate_limited', 'and then the limit applies again');
+select pg_temp.act_as_postgres();
+update public.ai_token_usage_log set created_at = now() - interval '45 seconds' where user_id = :'member_a' and request_id = 'rl-3';
+select pg_temp.act_as(:'member_a');
+select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'retry_after_seconds')::integer, 15,
+  'retry_after_seconds counts down to when the oldest spend in the window leaves it');
+select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
+
+-- Reservations count as spends.
+select pg_temp.act_as(:'member_a2');
+select from generate_series(1, 4) i cross join lateral public.reserve_tokens('generate_quest', 1, 60, 'hold-' || i);
+select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'reason'), 'rate_limited',
+  'a deduction and four reservations in the window use up the five');
+select is(((public.reserve_tokens('generate_quest', 1) ->> 'details')::jsonb ->> 'reason'), 'rate_limited',
+  'reserve_tokens is rate limited too');
+select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
+
+-- Limits are data: per feature and per plan, the most specific row wins.
+select pg_temp.act_as_postgres();
+insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds) values
+  (null, 'generate_leads', 2, 60), ('enterprise', null, 10, 60), ('enterprise', 'generate_leads', 3, 30);
+select pg_temp.act_as(:'member_e');
+select is(count(*), 3::bigint, 'enterprise: the enterprise row for generate_leads (3 per 30 s) applies')
+from generate_series(1, 4) i cross join lateral public.deduct_tokens('generate_leads', null, 'leads-' || i) r
+where (r ->> 'success')::boolean;
+select is(((public.deduct_tokens('generate_leads') ->> 'details')::jsonb - 'retry_after_seconds'),
+  '{"reason": "rate_limited", "feature": "generate_leads", "limit": 3, "window_seconds": 30}'::jsonb,
+  'the refusal names the limit that applied');
+select is(count(*), 7::bigint, 'enterprise: 10 per 60 s for other features; the plan-wide row counts every spend, the 3 generate_leads too')
+from generate_series(1, 11) i cross join lateral public.deduct_tokens('ask_assistant', null, 'ask-' || i) r
+where (r ->> 'success')::boolean;
+select pg_temp.act_as_postgres();
+delete from public.ai_token_reservations where user_id = :'member_a2';
+update public.ai_token_usage_log set created_at = now() - interval '2 minutes' where user_id = :'member_a2';
+update public.ai_tokens set reserved = 0 where organization_id = :'org_a';
+select pg_temp.act_as(:'member_a2');
+select is(count(*), 2::bigint, 'pro: the generate_leads row (2 per 60 s) applies to every plan without its own row')
+from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'pro-leads-' || i) r
+where (r ->> 'success')::boolean;
+select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
+
+-- In monitor mode a rate-limited call goes through and is recorded as would-be refused.
+select pg_temp.act_as(null);
+select from public.set_enforcement_mode('monitor', :'org_a');
+select pg_temp.act_as(:'member_a');
+select public.deduct_tokens('ask_assistant') as monitored \gset
+select is((:'monitored'::jsonb) ->> 'tokens_deducted', '1', 'monitor mode: the rate-limited call is charged and succeeds');
+select is((:'monitored'::jsonb) -> 'would_have_refused' ->> 'reason', 'rate_limited', 'and says it would have been refused');
+select pg_temp.act_as_postgres();
+select is((select details ->> 'refused' from public.ai_token_alerts where organization_id = :'org_a' order by id desc limit 1), 'false',
+  'the would-be refusal is recorded (refused: false)');
+
+select * from finish();
+rollback;

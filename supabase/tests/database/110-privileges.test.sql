@@ -1,0 +1,145 @@
+-- Privileges of the lifecycle API and tables: who may execute each function, who may
+-- touch each new table, RLS on everywhere, security definer functions pinned.
+begin;
+create extension if not exists pgtap with schema extensions;
+set search_path = public, extensions;
+select plan(11);
+
+-- Test helpers: act as a user (null: the service role) or as postgres again; the error a
+-- statement raises as {sqlstate, message, detail} (null when it succeeds).
+create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
+begin
+  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
+  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
+    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
+end $$;
+create function pg_temp.act_as_postgres() returns void language plpgsql as $$
+begin
+  perform set_config('role', 'none', true);
+  perform set_config('request.jwt.claims', '', true);
+end $$;
+create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
+declare
+  state text;
+  msg text;
+  detail text;
+begin
+  execute statement;
+  return null;
+exception when others then
+  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
+  return jsonb_build_object('sqlstate', state, 'message', msg,
+                            'detail', case when detail like '{%' then detail::jsonb end);
+end $$;
+grant execute on all functions in schema pg_temp to authenticated, service_role;
+
+select results_eq(
+  $$select f, has_function_privilege('anon', f, 'execute'), has_function_privilege('authenticated', f, 'execute'),
+           has_function_privilege('service_role', f, 'execute')
+    from unnest(array[
+      'public.deduct_tokens(text, uuid, text)', 'public.has_enough_tokens(text, uuid)', 'public.get_token_stats(uuid)',
+      'public.reserve_tokens(text, integer, integer, text, uuid)', 'public.commit_reservation(uuid, integer)',
+      'public.release_reservation(uuid)', 'public.refund_deduction(uuid, text)',
+      'public.initialize_tokens(uuid, text)', 'public.grant_tokens(uuid, text, integer, timestamp with time zone, text, text)',
+      'public.set_organization_plan(uuid, text, text)', 'public.set_enforcement_mode(text, uuid)',
+      'public.refresh_due_tokens()', 'public.verify_token_ledger(uuid)']) f$$,
+  $$values
+      ('public.deduct_tokens(text, uuid, text)', false, true, true),
+      ('public.has_enough_tokens(text, uuid)', false, true, true),
+      ('public.get_token_stats(uuid)', false, true, true),
+      ('public.reserve_tokens(text, integer, integer, text, uuid)', false, true, true),
+      ('public.commit_reservation(uuid, integer)', false, true, true),
+      ('public.release_reservation(uuid)', false, true, true),
+      ('public.refund_deduction(uuid, text)', false, true, true),
+      ('public.initialize_tokens(uuid, text)', false, false, true),
+      ('public.grant_tokens(uuid, text, integer, timestamp with time zone, text, text)', false, false, true),
+      ('public.set_organization_plan(uuid, text, text)', false, false, true),
+      ('public.set_enforcement_mode(text, uuid)', false, false, true),
+      ('public.refresh_due_tokens()', false, false, true),
+      ('public.verify_token_ledger(uuid)', false, false, true)$$,
+  'user functions: authenticated and service_role; admin functions: service_role only; anon: nothing');
+
+select is_empty(
+  $$select p.oid::regprocedure from pg_proc p
+    where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
+      and has_function_privilege('public', p.oid, 'execute')$$,
+  'no function in public or private is executable by PUBLIC');
+
+select results_eq(
+  $$select p.oid::regprocedure::text from pg_proc p
+    where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')$$,
+  $$values ('private.memberships()')$$,
+  'of the private helpers, authenticated executes only the membership seam (used by policies)');
+
+select is_empty(
+  $$select p.oid::regprocedure from pg_proc p
+    where p.prosecdef and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
+      and not coalesce(p.proconfig @> array['search_path=""'], false)$$,
+  'every security definer function pins search_path to the empty string');
+
+select is_empty(
+  $$select c.relname from pg_class c
+    where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and not c.relrowsecurity$$,
+  'RLS is on for every table in public');
+
+select results_eq(
+  $$select t, has_table_privilege('anon', 'public.' || t, 'select'),
+           has_table_privilege('authenticated', 'public.' || t, 'select'),
+           has_table_privilege('authenticated', 'public.' || t, 'insert, update, delete, truncate')
+    from unnest(array['ai_token_ledger', 'ai_token_grants', 'ai_token_reservations', 'ai_token_grant_usage',
+                      'ai_plan_change_events', 'ai_rate_limits', 'ai_token_enforcement_modes', 'ai_token_alerts',
+                      'ai_token_refresh_failures']) t$$,
+  $$values ('ai_token_ledger', false, true, false), ('ai_token_grants', false, true, false),
+           ('ai_token_reservations', false, true, false), ('ai_token_grant_usage', false, false, false),
+           ('ai_plan_change_events', false, false, false), ('ai_rate_limits', false, true, false),
+           ('ai_token_enforcement_modes', false, true, false), ('ai_token_alerts', false, true, false),
+           ('ai_token_refresh_failures', false, false, false)$$,
+  'anon reads none of the new tables; authenticated reads some (RLS decides which rows) and writes none');
+
+select results_eq(
+  $$select t, has_table_privilege('service_role', 'public.' || t, 'select, insert'),
+           has_table_privilege('service_role', 'public.' || t, 'update, delete, truncate')
+    from unnest(array['ai_token_ledger', 'ai_token_grants', 'ai_token_reservations', 'ai_token_grant_usage',
+                      'ai_plan_change_events', 'ai_rate_limits', 'ai_token_enforcement_modes', 'ai_token_alerts',
+                      'ai_token_refresh_failures']) t$$,
+  $$values ('ai_token_ledger', true, false), ('ai_token_grants', true, true),
+           ('ai_token_reservations', true, true), ('ai_token_grant_usage', true, true),
+           ('ai_plan_change_events', true, true), ('ai_rate_limits', true, true),
+           ('ai_token_enforcement_modes', true, true), ('ai_token_alerts', true, true),
+           ('ai_token_refresh_failures', true, true)$$,
+  'the service role manages the new tables; the journal is append-only even for it');
+
+-- An authenticated caller without membership gets the documented errors, not data.
+select gen_random_uuid() as stranger \gset
+insert into auth.users (id, aud, role, email) values (:'stranger', 'authenticated', 'authenticated', 'stranger-' || :'stranger' || '@test');
+select pg_temp.act_as(:'stranger');
+select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'reason', 'not_a_member',
+  'reserve_tokens without a membership is refused (403 not_a_member)');
+select pg_temp.act_as_postgres();
+
+-- Bad input raises (HTTP 4xx from PostgREST) and writes nothing, not even a refusal record.
+select gen_random_uuid() as org_x, gen_random_uuid() as member_x \gset
+insert into auth.users (id, aud, role, email) values (:'member_x', 'authenticated', 'authenticated', 'x-' || :'member_x' || '@test');
+insert into public.organizations (id, name, plan) values (:'org_x', 'Bad input X', 'pro');
+insert into public.user_profiles (id, organization_id, role) values (:'member_x', :'org_x', 'member');
+select from public.initialize_tokens(:'org_x');
+select pg_temp.act_as(:'member_x');
+select results_eq(
+  $$select f ->> 'sqlstate', f -> 'detail' ->> 'reason' from (values
+      (pg_temp.failure($q$select public.deduct_tokens('teleport')$q$)),
+      (pg_temp.failure($q$select public.deduct_tokens('generate_goal', null, '')$q$)),
+      (pg_temp.failure($q$select public.reserve_tokens('teleport', 5)$q$)),
+      (pg_temp.failure($q$select public.deduct_tokens('generate_goal', gen_random_uuid())$q$))) v (f)$$,
+  $$values ('PT404'::text, 'unknown_feature'::text), ('PT400', 'invalid_request'), ('PT404', 'unknown_feature'), ('PT403', 'not_a_member')$$,
+  'unknown features, bad request ids and foreign organizations raise');
+select pg_temp.act_as_postgres();
+select is_empty(format($$select 1 from public.ai_token_alerts where organization_id = %L
+                         union all select 1 from public.ai_token_usage_log where organization_id = %L$$, :'org_x', :'org_x'),
+  'and nothing was written');
+select pg_temp.act_as(null);
+select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'field', 'organization_id',
+  'the service role must name the organization (400)');
+select pg_temp.act_as_postgres();
+
+select * from finish();
+rollback;
