@@ -39,6 +39,7 @@ def _print_status(status: StackStatus, as_json: bool) -> None:
         ("service_role key", status.service_role_key),
         ("Publishable key", status.publishable_key),
         ("Secret key", status.secret_key),
+        ("Stripe webhook secret", status.stripe_webhook_secret),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -86,7 +87,7 @@ def stack_status(as_json: JsonOption = False) -> None:
 
 @stack_app.command("env")
 def stack_env() -> None:
-    """Print `export` lines for SUPABASE_URL, keys, JWT secret and DB URL (for `eval`)."""
+    """Print `export` lines for SUPABASE_URL, keys, JWT secret, DB URL, Stripe webhook secret."""
     try:
         status = Stack().status()
     except StackError as error:
