@@ -615,8 +615,10 @@ http {{
             env.setdefault(key, value)
         self._spawn(
             "functions",
+            # npm: imports resolve from Deno's own cache, as on the Edge Runtime, not from
+            # the project's package.json/node_modules (which pin the CLI tools only).
             [str(self._deno()), "run", "--allow-net", "--allow-env", "--allow-read",
-             "--no-prompt", str(FUNCTIONS_MAIN)],
+             "--no-prompt", "--node-modules-dir=none", "--no-lock", str(FUNCTIONS_MAIN)],
             env,
         )
         self._wait_http(f"http://127.0.0.1:{cfg.functions_port}/_health", "functions", 120)
