@@ -5,7 +5,6 @@
 // numbers involved. Everything else PostgREST reports (a bad JWT, a missing grant, a
 // database fault) is mapped by the HTTP status PostgREST chose.
 
-import type { PostgrestError } from "./deps.ts";
 import { HttpError } from "./http.ts";
 
 /** Reasons for statuses PostgREST sets itself, when the database gave none. */
@@ -28,12 +27,19 @@ function parseDetails(details: unknown): Record<string, unknown> {
   }
 }
 
+/** What supabase-js reports for a failed call (`details` is null at run time when absent). */
+export interface PostgrestFailure {
+  code?: string | null;
+  message: string;
+  details?: string | null;
+}
+
 /**
  * The HttpError for a failed supabase-js call: `error` as supabase-js returns it and
  * `status` the HTTP status of PostgREST's answer (0 when it could not be reached).
  */
 export function httpErrorFromPostgrest(
-  error: Pick<PostgrestError, "code" | "message" | "details">,
+  error: PostgrestFailure,
   status: number,
 ): HttpError {
   const custom = /^PT(\d{3})$/.exec(error.code ?? "");
