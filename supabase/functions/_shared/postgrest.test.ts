@@ -53,6 +53,11 @@ Deno.test("PostgREST's own errors map by status and hide their internals", () =>
     "upstream_error",
     false,
   ]);
+  const missing = httpErrorFromPostgrest(
+    refusal("PGRST202", "Could not find the function public.x in the schema cache", null),
+    404,
+  );
+  assertEquals([missing.status, missing.reason], [502, "upstream_error"]);
   const down = httpErrorFromPostgrest(refusal("", "fetch failed", null), 0);
   assertEquals([down.status, down.reason], [502, "upstream_unavailable"]);
 });

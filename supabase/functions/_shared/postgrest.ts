@@ -43,7 +43,10 @@ export function httpErrorFromPostgrest(
   status: number,
 ): HttpError {
   const custom = /^PT(\d{3})$/.exec(error.code ?? "");
-  const httpStatus = custom ? Number(custom[1]) : status;
+  // PGRST2xx: the schema cache lacks a function or table this code calls. That is a
+  // deployment fault (a migration not applied), not the caller's: report it as one.
+  const missing = /^PGRST2\d\d$/.test(error.code ?? "");
+  const httpStatus = custom ? Number(custom[1]) : missing ? 502 : status;
   const facts = parseDetails(error.details);
   const { reason, ...numbers } = facts;
 
