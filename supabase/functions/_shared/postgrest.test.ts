@@ -1,6 +1,6 @@
 // The PostgREST error → HTTP mapping, without a stack.
 
-import { camelize, httpErrorFromPostgrest } from "./postgrest.ts";
+import { camelize, httpErrorFromPostgrest, ordered } from "./postgrest.ts";
 import { assertEquals } from "./testing.ts";
 
 const refusal = (code: string, message: string, details: string | null) => ({
@@ -72,4 +72,18 @@ Deno.test("camelize turns keys deeply, leaving values alone", () => {
     camelize({ total_balance: 1, by_type: [{ token_type: "a_b", percent_remaining: 5 }], x: null }),
     { totalBalance: 1, byType: [{ tokenType: "a_b", percentRemaining: 5 }], x: null },
   );
+});
+
+Deno.test("ordered puts the contract's keys first and keeps every other field", () => {
+  const shaped = ordered({ extra: 1, message: "m", success: true }, [
+    "success",
+    "message",
+    "absent",
+  ]);
+  assertEquals(Object.entries(shaped), [
+    ["success", true],
+    ["message", "m"],
+    ["absent", undefined],
+    ["extra", 1],
+  ]);
 });

@@ -93,3 +93,11 @@ export function camelize(value: unknown): unknown {
   }
   return value;
 }
+
+/**
+ * `record` with the `first` keys leading, in that order (a documented contract such as
+ * the guide's JSON shape), followed by whatever else the SQL API returned.
+ */
+export function ordered(record: Record<string, unknown>, first: string[]): Record<string, unknown> {
+  return { ...Object.fromEntries(first.map((key) => [key, record[key]])), ...record };
+}

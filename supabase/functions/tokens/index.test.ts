@@ -71,6 +71,7 @@ Deno.test("deduct on a fresh pro organization leaves 17 and says 'Used 3 tokens 
       },
       { success: true, remainingBalance: 17, message: "Used 3 tokens for generate_goal" },
     );
+    assertEquals(Object.keys(answer.body).slice(0, 3), ["success", "remainingBalance", "message"]);
     assertEquals(answer.body.tokensDeducted, 3);
     assertEquals(answer.body.tokenType, "goal_generation");
     assertEquals(answer.body.replayed, false);
@@ -137,7 +138,7 @@ Deno.test("stats gives the guide's totals and one row per token type", async () 
       ["forecast", "general", "goal_generation", "lead_generation", "strategy_analysis"],
     );
     const goals = byType.find((row: { tokenType: string }) => row.tokenType === "goal_generation");
-    assertEquals(Object.keys(goals), [
+    assertEquals(Object.keys(goals).slice(0, 7), [
       "tokenType",
       "balance",
       "allocated",

@@ -2,9 +2,11 @@
 //
 //   POST /tokens/check-balance  {organizationId, featureUsed, action: "check"|"deduct", requestId?}
 //        check  → {"hasTokens": true|false}
-//        deduct → {"success": true, "remainingBalance": 17, "message": "Used 3 tokens for generate_goal", ...}
+//        deduct → {"success": true, "remainingBalance": 17, "message": "Used 3 tokens for generate_goal", …}
 //   GET  /tokens/stats?organizationId=…
-//        → {"totalBalance", "totalAllocated", "totalUsed", "byType": [...], "plan", "organizationId"}
+//        → {"totalBalance", "totalAllocated", "totalUsed", "byType": [...], "plan", "organizationId", …}
+//
+// The guide's keys come first, in its order; any further field the RPC returns follows.
 //
 // The caller's own JWT is forwarded to PostgREST, so RLS and the RPCs' membership checks
 // decide; this function holds no service key. Errors: {"error", "reason"} (see README).
@@ -19,7 +21,7 @@ import {
   preflight,
   routeOf,
 } from "../_shared/http.ts";
-import { camelize, httpErrorFromPostgrest } from "../_shared/postgrest.ts";
+import { camelize, httpErrorFromPostgrest, ordered } from "../_shared/postgrest.ts";
 
 const supabaseUrl = Deno.env.get("SUPABASE_URL") ?? "";
 const anonKey = Deno.env.get("SUPABASE_ANON_KEY") ?? "";
@@ -155,16 +157,16 @@ async function checkBalance(request: Request, token: string): Promise<Response> 
         request_id: requestId ?? null,
       }),
     ) as Record<string, unknown>;
-    return json({
-      success: result.success,
-      remainingBalance: result.remainingBalance,
-      message: result.message,
-      tokensDeducted: result.tokensDeducted,
-      tokenType: result.tokenType,
-      usageId: result.usageId,
-      requestId: result.requestId,
-      replayed: result.replayed,
-    });
+    return json(ordered(result, [
+      "success",
+      "remainingBalance",
+      "message",
+      "tokensDeducted",
+      "tokenType",
+      "usageId",
+      "requestId",
+      "replayed",
+    ]));
   }
   throw new HttpError(400, "invalid_action", 'action must be "check" or "deduct"', {
     field: "action",
@@ -177,20 +179,19 @@ async function stats(request: Request, token: string): Promise<Response> {
   const result = camelize(
     await rpc(token, "get_token_stats", { organization_id: organizationId }),
   ) as Record<string, unknown>;
+  const byType = (result.byType as Record<string, unknown>[]).map((row) =>
+    ordered(row, [
+      "tokenType",
+      "balance",
+      "allocated",
+      "used",
+      "percentRemaining",
+      "low",
+      "refreshDate",
+    ])
+  );
   return json({
-    totalBalance: result.totalBalance,
-    totalAllocated: result.totalAllocated,
-    totalUsed: result.totalUsed,
-    byType: (result.byType as Record<string, unknown>[]).map((row) => ({
-      tokenType: row.tokenType,
-      balance: row.balance,
-      allocated: row.allocated,
-      used: row.used,
-      percentRemaining: row.percentRemaining,
-      low: row.low,
-      refreshDate: row.refreshDate,
-    })),
-    plan: result.plan,
-    organizationId: result.organizationId,
+    ...ordered(result, ["totalBalance", "totalAllocated", "totalUsed", "byType"]),
+    byType,
   });
 }
