@@ -1,0 +1,2041 @@
+-- tokens-client: the token lifecycle (issue 4).
+--
+-- Monthly refresh, plan changes, purchased tokens (grants), reservations, refunds,
+-- per-user rate limits, enforcement modes, alerts, and a ledger that journals every
+-- movement of every balance so that, for each (organization, token type), balance =
+-- sum(ledger.delta) at every moment, whatever writes ai_tokens.
+--
+-- How the pieces stay exact under concurrency:
+-- * Every change of ai_tokens.balance is journaled by a trigger on ai_tokens. A function
+--   names the movement (kind, usage_id, grant_id, ...) in the transaction-local setting
+--   `tokens.change` right before its UPDATE and clears it right after; without it (the
+--   SQL editor) the movement is an 'adjustment'.
+-- * ai_tokens.balance is everything spendable; purchased_balance (<= balance) is the part
+--   that came from grants, reserved the part held by active reservations. Spending is
+--   one conditional UPDATE `where balance - reserved >= cost`, taking the period
+--   allowance first: purchased_balance = least(purchased_balance, balance - cost).
+-- * Lazy maintenance (monthly refresh, expired grants, expired holds) runs under the
+--   ai_tokens row lock in private.settle_tokens, re-checking what is due after the lock
+--   is taken, so it happens exactly once however many calls race. Every function locks
+--   the ai_tokens row before it touches that row's grants or reservations.
+
+-- ------------------------------------------------------------ ai_tokens: new columns
+
+alter table public.ai_tokens
+  add column purchased_balance integer not null default 0,
+  add column reserved integer not null default 0,
+  add column period_started_at timestamptz not null default now(),
+  add constraint ai_tokens_purchased_within_balance
+    check (purchased_balance >= 0 and purchased_balance <= balance),
+  add constraint ai_tokens_reserved_not_negative check (reserved >= 0);
+comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
+comment on column public.ai_tokens.reserved is 'Tokens held by active reservations: available = balance - reserved.';
+comment on column public.ai_tokens.period_started_at is 'Start of the current allocation period (the last refresh boundary).';
+
+-- Rows that existed before this migration: their period started one month before the
+-- next refresh.
+update public.ai_tokens t
+set period_started_at = t.refresh_date - interval '1 month'
+where t.refresh_date is not null;
+
+-- ------------------------------------------------------------------------- tables
+
+create table public.ai_token_ledger (
+  id bigint generated always as identity primary key,
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  kind text not null check (kind in (
+    'allocation', 'refresh', 'plan_change', 'grant', 'deduction', 'refund',
+    'reservation_capture', 'reservation_release', 'expiry', 'adjustment')),
+  delta integer not null check (delta <> 0),
+  balance_after integer not null check (balance_after >= 0),
+  usage_id uuid,
+  grant_id uuid,
+  reservation_id uuid,
+  external_id text,
+  reason text,
+  actor uuid,
+  created_at timestamptz not null default now()
+);
+comment on table public.ai_token_ledger is 'The journal: one row per change of an ai_tokens balance, written by a trigger on ai_tokens. For every (organization, token type): balance = sum(delta). Append-only.';
+create index ai_token_ledger_organization_type_idx on public.ai_token_ledger (organization_id, token_type, id);
+create index ai_token_ledger_token_type_idx on public.ai_token_ledger (token_type);
+create index ai_token_ledger_usage_id_idx on public.ai_token_ledger (usage_id) where usage_id is not null;
+
+create table public.ai_token_grants (
+  id uuid primary key default gen_random_uuid(),
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  amount integer not null check (amount between 1 and 1000000000),
+  remaining integer not null check (remaining >= 0),
+  expires_at timestamptz,
+  expired_at timestamptz,
+  expired_amount integer not null default 0 check (expired_amount >= 0),
+  reason text check (length(reason) <= 500),
+  external_id text unique check (length(external_id) between 1 and 200),
+  granted_by uuid,
+  created_at timestamptz not null default now(),
+  constraint ai_token_grants_remaining_within_amount check (remaining <= amount)
+);
+comment on table public.ai_token_grants is 'Purchased tokens (top-ups). remaining is what is left to spend; the sum of remaining per (organization, token type) is ai_tokens.purchased_balance.';
+create index ai_token_grants_spendable_idx on public.ai_token_grants (organization_id, token_type, expires_at)
+  where remaining > 0;
+create index ai_token_grants_token_type_idx on public.ai_token_grants (token_type);
+
+create table public.ai_token_reservations (
+  id uuid primary key default gen_random_uuid(),
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  feature text not null,
+  user_id uuid references auth.users (id) on delete set null,
+  estimate integer not null check (estimate between 1 and 1000000000),
+  held integer not null check (held >= 0 and held <= estimate),
+  actual integer check (actual >= 0),
+  charged integer check (charged >= 0),
+  status text not null default 'active' check (status in ('active', 'committed', 'released', 'expired')),
+  enforcement text not null check (enforcement in ('enforce', 'monitor', 'off')),
+  request_id text check (length(request_id) between 1 and 200),
+  usage_id uuid,
+  expires_at timestamptz not null,
+  settled_at timestamptz,
+  created_at timestamptz not null default now()
+);
+comment on table public.ai_token_reservations is 'Holds for AI calls whose cost is known afterwards. held counts in ai_tokens.reserved while status is active and expires_at is in the future.';
+create unique index ai_token_reservations_request_id_key
+  on public.ai_token_reservations (organization_id, request_id) where request_id is not null;
+create index ai_token_reservations_active_idx
+  on public.ai_token_reservations (organization_id, token_type, expires_at) where status = 'active';
+create index ai_token_reservations_user_date_idx on public.ai_token_reservations (user_id, created_at desc);
+create index ai_token_reservations_token_type_idx on public.ai_token_reservations (token_type);
+
+alter table public.ai_token_usage_log
+  add column reservation_id uuid references public.ai_token_reservations (id) on delete set null,
+  add column refunded_at timestamptz,
+  add column refunded_by uuid,
+  add column refund_reason text check (length(refund_reason) <= 500);
+comment on column public.ai_token_usage_log.reservation_id is 'The reservation this deduction committed (null for deduct_tokens).';
+create index ai_token_usage_log_reservation_id_idx on public.ai_token_usage_log (reservation_id)
+  where reservation_id is not null;
+
+create table public.ai_token_grant_usage (
+  usage_id uuid not null references public.ai_token_usage_log (id) on delete cascade,
+  grant_id uuid not null references public.ai_token_grants (id) on delete cascade,
+  amount integer not null check (amount > 0),
+  primary key (usage_id, grant_id)
+);
+comment on table public.ai_token_grant_usage is 'Which grants a deduction spent, so that a refund can give purchased tokens back to their grant.';
+create index ai_token_grant_usage_grant_id_idx on public.ai_token_grant_usage (grant_id);
+
+create table public.ai_plan_change_events (
+  event_id text primary key check (length(event_id) between 1 and 255),
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  plan text not null,
+  previous_plan text not null,
+  result jsonb not null,
+  processed_at timestamptz not null default now()
+);
+comment on table public.ai_plan_change_events is 'Processed plan-change events (e.g. Stripe event ids): set_organization_plan applies each once.';
+create index ai_plan_change_events_organization_id_idx on public.ai_plan_change_events (organization_id);
+
+create table public.ai_rate_limits (
+  id bigint generated always as identity primary key,
+  plan text check (plan in ('starter', 'pro', 'enterprise')),
+  feature text references public.ai_features (feature) on update cascade on delete cascade,
+  max_requests integer not null check (max_requests between 1 and 1000000),
+  window_seconds integer not null check (window_seconds between 1 and 86400),
+  constraint ai_rate_limits_plan_feature_key unique nulls not distinct (plan, feature)
+);
+comment on table public.ai_rate_limits is 'Per-user spending limits: at most max_requests deductions/reservations in any window_seconds. The most specific row applies (feature+plan, feature, plan, default). A row with a feature counts only that feature''s spending.';
+create index ai_rate_limits_feature_idx on public.ai_rate_limits (feature);
+insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds) values (null, null, 5, 60);
+
+create table public.ai_token_enforcement_modes (
+  id bigint generated always as identity primary key,
+  organization_id uuid references public.organizations (id) on delete cascade,
+  mode text not null check (mode in ('enforce', 'monitor', 'off')),
+  updated_at timestamptz not null default now(),
+  constraint ai_token_enforcement_modes_organization_key unique nulls not distinct (organization_id)
+);
+comment on table public.ai_token_enforcement_modes is 'How strictly spending is checked. The row without organization_id is the global default; an organization''s row overrides it. No row at all means enforce.';
+insert into public.ai_token_enforcement_modes (organization_id, mode) values (null, 'enforce');
+
+create table public.ai_token_alerts (
+  id bigint generated always as identity primary key,
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  kind text not null check (kind in ('usage_80_percent', 'balance_below_20_percent', 'balance_exhausted', 'refused')),
+  reason text,
+  period timestamptz not null,
+  details jsonb not null default '{}'::jsonb,
+  created_at timestamptz not null default now()
+);
+comment on table public.ai_token_alerts is 'Threshold alerts (once per period and token type) and refused or would-be-refused spending. Each row is also sent with pg_notify(''ai_token_alerts'', ...).';
+create unique index ai_token_alerts_once_per_period_key
+  on public.ai_token_alerts (organization_id, token_type, kind, period) where kind <> 'refused';
+create index ai_token_alerts_organization_date_idx on public.ai_token_alerts (organization_id, created_at desc);
+create index ai_token_alerts_token_type_idx on public.ai_token_alerts (token_type);
+
+create table public.ai_token_refresh_failures (
+  id bigint generated always as identity primary key,
+  organization_id uuid not null references public.organizations (id) on delete cascade,
+  token_type text not null,
+  refresh_date timestamptz,
+  error_code text not null,
+  error_message text not null,
+  failed_at timestamptz not null default now()
+);
+comment on table public.ai_token_refresh_failures is 'Rows refresh_due_tokens() could not settle, with the error. Nothing is swallowed.';
+create index ai_token_refresh_failures_organization_idx on public.ai_token_refresh_failures (organization_id, failed_at desc);
+
+create type public.ai_token_ledger_violation as (
+  organization_id uuid,
+  token_type text,
+  violation text,
+  expected bigint,
+  actual bigint,
+  details jsonb
+);
+
+-- ------------------------------------------------------------------- privileges
+
+revoke all on public.ai_token_ledger, public.ai_token_grants, public.ai_token_reservations,
+  public.ai_token_grant_usage, public.ai_plan_change_events, public.ai_rate_limits,
+  public.ai_token_enforcement_modes, public.ai_token_alerts, public.ai_token_refresh_failures
+  from anon, authenticated;
+grant select on public.ai_token_ledger, public.ai_token_grants, public.ai_token_reservations,
+  public.ai_rate_limits, public.ai_token_enforcement_modes, public.ai_token_alerts
+  to authenticated;
+grant all on public.ai_token_grants, public.ai_token_reservations, public.ai_token_grant_usage,
+  public.ai_plan_change_events, public.ai_rate_limits, public.ai_token_enforcement_modes,
+  public.ai_token_alerts, public.ai_token_refresh_failures
+  to service_role;
+-- The journal is append-only, for the service role too.
+revoke all on public.ai_token_ledger from service_role;
+grant select, insert on public.ai_token_ledger to service_role;
+
+-- ------------------------------------------------------------------------- RLS
+
+alter table public.ai_token_ledger enable row level security;
+alter table public.ai_token_grants enable row level security;
+alter table public.ai_token_reservations enable row level security;
+alter table public.ai_token_grant_usage enable row level security;
+alter table public.ai_plan_change_events enable row level security;
+alter table public.ai_rate_limits enable row level security;
+alter table public.ai_token_enforcement_modes enable row level security;
+alter table public.ai_token_alerts enable row level security;
+alter table public.ai_token_refresh_failures enable row level security;
+
+create policy "Admins can view their organization's ledger"
+  on public.ai_token_ledger for select to authenticated
+  using (organization_id in (
+    select m.organization_id from private.memberships() m where m.role in ('owner', 'admin')));
+create policy "Service role reads and appends the ledger"
+  on public.ai_token_ledger for all to service_role using (true) with check (true);
+
+create policy "Admins can view their organization's grants"
+  on public.ai_token_grants for select to authenticated
+  using (organization_id in (
+    select m.organization_id from private.memberships() m where m.role in ('owner', 'admin')));
+create policy "Service role manages grants"
+  on public.ai_token_grants for all to service_role using (true) with check (true);
+
+create policy "Admins view their organization's reservations; members view their own"
+  on public.ai_token_reservations for select to authenticated
+  using (
+    organization_id in (
+      select m.organization_id from private.memberships() m where m.role in ('owner', 'admin'))
+    or (
+      user_id = (select auth.uid())
+      and organization_id in (select m.organization_id from private.memberships() m)
+    )
+  );
+create policy "Service role manages reservations"
+  on public.ai_token_reservations for all to service_role using (true) with check (true);
+
+create policy "Service role manages grant usage"
+  on public.ai_token_grant_usage for all to service_role using (true) with check (true);
+
+create policy "Service role manages plan change events"
+  on public.ai_plan_change_events for all to service_role using (true) with check (true);
+
+create policy "Signed-in users can view rate limits"
+  on public.ai_rate_limits for select to authenticated using (true);
+create policy "Service role manages rate limits"
+  on public.ai_rate_limits for all to service_role using (true) with check (true);
+
+create policy "Members can view their organization's enforcement mode and the default"
+  on public.ai_token_enforcement_modes for select to authenticated
+  using (
+    organization_id is null
+    or organization_id in (select m.organization_id from private.memberships() m)
+  );
+create policy "Service role manages enforcement modes"
+  on public.ai_token_enforcement_modes for all to service_role using (true) with check (true);
+
+create policy "Admins can view their organization's alerts"
+  on public.ai_token_alerts for select to authenticated
+  using (organization_id in (
+    select m.organization_id from private.memberships() m where m.role in ('owner', 'admin')));
+create policy "Service role manages alerts"
+  on public.ai_token_alerts for all to service_role using (true) with check (true);
+
+create policy "Service role manages refresh failures"
+  on public.ai_token_refresh_failures for all to service_role using (true) with check (true);
+
+-- ----------------------------------------------------------------- the journal
+
+-- Opening balances: what the rows held before the ledger existed.
+insert into public.ai_token_ledger (organization_id, token_type, kind, delta, balance_after, reason)
+select t.organization_id, t.token_type, 'adjustment', t.balance, t.balance, 'opening balance: the ledger starts here'
+from public.ai_tokens t
+where t.balance <> 0
+order by t.organization_id, t.token_type;
+
+-- Journal one change of ai_tokens.balance. The movement is named by the caller in the
+-- transaction-local setting tokens.change (JSON: kind, usage_id, grant_id,
+-- reservation_id, external_id, reason); without it the change is an 'adjustment'.
+-- A spending decrease that crosses an alert line records the alert here, in the
+-- transaction that crosses it; the unique index keeps it once per period.
+create function private.journal_token_balance()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  change jsonb := nullif(current_setting('tokens.change', true), '')::jsonb;
+  change_kind text := coalesce(change ->> 'kind', 'adjustment');
+  ledger_id bigint;
+begin
+  if tg_op = 'DELETE' then
+    -- A row deleted by hand leaves the journal at zero; a row deleted with its
+    -- organization takes its journal with it.
+    if exists (select 1 from public.organizations o where o.id = old.organization_id) then
+      insert into public.ai_token_ledger (organization_id, token_type, kind, delta, balance_after, reason, actor)
+      values (old.organization_id, old.token_type, 'adjustment', -old.balance, 0,
+              coalesce(change ->> 'reason', 'token row deleted'), (select auth.uid()));
+    end if;
+    return null;
+  end if;
+
+  insert into public.ai_token_ledger
+    (organization_id, token_type, kind, delta, balance_after, usage_id, grant_id, reservation_id,
+     external_id, reason, actor)
+  values
+    (new.organization_id, new.token_type, change_kind,
+     new.balance - (case when tg_op = 'UPDATE' then old.balance else 0 end), new.balance,
+     (change ->> 'usage_id')::uuid, (change ->> 'grant_id')::uuid, (change ->> 'reservation_id')::uuid,
+     change ->> 'external_id', change ->> 'reason', (select auth.uid()))
+  returning id into ledger_id;
+
+  if tg_op = 'UPDATE' and new.balance < old.balance then
+    insert into public.ai_token_alerts (organization_id, token_type, kind, reason, period, details)
+    select new.organization_id, new.token_type, crossed.kind, change_kind, new.period_started_at,
+           jsonb_build_object('balance', new.balance, 'allocated', new.total_allocated,
+                              'purchased_balance', new.purchased_balance,
+                              'used', greatest(new.total_allocated - (new.balance - new.purchased_balance), 0),
+                              'ledger_id', ledger_id)
+    from (values
+      ('usage_80_percent',
+        new.total_allocated > 0
+        and (new.balance - new.purchased_balance)::bigint * 5 < new.total_allocated
+        and not (old.total_allocated > 0
+                 and (old.balance - old.purchased_balance)::bigint * 5 < old.total_allocated)),
+      ('balance_below_20_percent',
+        new.total_allocated > 0
+        and new.balance::bigint * 5 < new.total_allocated
+        and not (old.total_allocated > 0 and old.balance::bigint * 5 < old.total_allocated)),
+      ('balance_exhausted', new.balance = 0 and old.balance > 0)
+    ) as crossed (kind, happened)
+    where crossed.happened
+    on conflict (organization_id, token_type, kind, period) where kind <> 'refused' do nothing;
+  end if;
+  return null;
+end
+$$;
+revoke all on function private.journal_token_balance() from public, anon, authenticated;
+
+create trigger ai_tokens_journal_insert
+  after insert on public.ai_tokens
+  for each row when (new.balance <> 0)
+  execute function private.journal_token_balance();
+create trigger ai_tokens_journal_update
+  after update on public.ai_tokens
+  for each row when (new.balance is distinct from old.balance)
+  execute function private.journal_token_balance();
+create trigger ai_tokens_journal_delete
+  after delete on public.ai_tokens
+  for each row when (old.balance <> 0)
+  execute function private.journal_token_balance();
+
+-- Send every alert to listeners of the ai_token_alerts channel (delivered on commit).
+create function private.notify_token_alert()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  perform pg_notify('ai_token_alerts', jsonb_build_object(
+    'id', new.id, 'organization_id', new.organization_id, 'token_type', new.token_type,
+    'kind', new.kind, 'reason', new.reason, 'period', new.period, 'details', new.details,
+    'created_at', new.created_at)::text);
+  return null;
+end
+$$;
+revoke all on function private.notify_token_alert() from public, anon, authenticated;
+
+create trigger ai_token_alerts_notify
+  after insert on public.ai_token_alerts
+  for each row execute function private.notify_token_alert();
+
+-- ------------------------------------------------------------------- helpers
+
+-- The caller's role in an organization (owner/admin/member), or null.
+create function private.membership_role(organization_id uuid)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select m.role from private.memberships() m where m.organization_id = membership_role.organization_id
+$$;
+revoke all on function private.membership_role(uuid) from public, anon, authenticated;
+
+-- The feature's price and whether the organization's plan offers it (a plan offers the
+-- features of the token types it has an allocation row for). Refuses a missing (400)
+-- or unknown (404) feature; leaves "not in plan" to the caller.
+create function private.look_up_feature(feature text, organization_id uuid)
+returns table (token_type text, cost integer, plan text, in_plan boolean)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  found_type text;
+  found_cost integer;
+  organization_plan text;
+begin
+  if look_up_feature.feature is null or length(btrim(look_up_feature.feature)) = 0 then
+    perform private.refuse(400, 'invalid_request', 'feature is required',
+      jsonb_build_object('field', 'feature'));
+  end if;
+  select f.token_type, f.cost into found_type, found_cost
+  from public.ai_features f where f.feature = look_up_feature.feature;
+  if found_type is null then
+    perform private.refuse(404, 'unknown_feature', format('Unknown feature: %s', left(look_up_feature.feature, 100)),
+      jsonb_build_object('feature', left(look_up_feature.feature, 100)));
+  end if;
+  select o.plan into organization_plan from public.organizations o where o.id = look_up_feature.organization_id;
+  return query select found_type, found_cost, organization_plan,
+    exists (select 1 from public.ai_plan_allocations a
+            where a.plan = organization_plan and a.token_type = found_type);
+end
+$$;
+revoke all on function private.look_up_feature(text, uuid) from public, anon, authenticated;
+
+-- price_feature keeps its contract (refuses features outside the plan, 403) on top of
+-- look_up_feature, so the two cannot disagree.
+create or replace function private.price_feature(feature text, organization_id uuid)
+returns table (token_type text, cost integer, plan text)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  priced record;
+begin
+  select * into priced from private.look_up_feature(price_feature.feature, price_feature.organization_id);
+  if not priced.in_plan then
+    perform private.refuse(403, 'feature_not_in_plan',
+      format('Not available on %s plan', initcap(priced.plan)),
+      jsonb_build_object('feature', price_feature.feature, 'plan', priced.plan, 'token_type', priced.token_type));
+  end if;
+  return query select priced.token_type::text, priced.cost::integer, priced.plan::text;
+end
+$$;
+revoke all on function private.price_feature(text, uuid) from public, anon, authenticated;
+
+-- The organization's enforcement mode: its own row, else the global default, else enforce.
+create function private.enforcement_mode(organization_id uuid)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(
+    (select e.mode from public.ai_token_enforcement_modes e
+     where e.organization_id = enforcement_mode.organization_id),
+    (select e.mode from public.ai_token_enforcement_modes e where e.organization_id is null),
+    'enforce')
+$$;
+revoke all on function private.enforcement_mode(uuid) from public, anon, authenticated;
+
+-- The plan's monthly allocation for a token type (0 when the plan has none).
+create function private.plan_allocation(plan text, token_type text)
+returns integer
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(
+    (select a.monthly_allocation from public.ai_plan_allocations a
+     where a.plan = plan_allocation.plan and a.token_type = plan_allocation.token_type),
+    0)
+$$;
+revoke all on function private.plan_allocation(text, text) from public, anon, authenticated;
+
+-- The refresh boundary that has passed and the next refresh date: the previous refresh
+-- date advanced in whole months until it lies in the future (anchored to the previous
+-- date, so an overdue row catches up in one step).
+create function private.next_refresh(previous timestamptz)
+returns table (period_start timestamptz, next_refresh_date timestamptz)
+language sql
+stable
+set search_path = ''
+as $$
+  select next_refresh.previous + make_interval(months => k.k - 1),
+         next_refresh.previous + make_interval(months => k.k)
+  from generate_series(
+         greatest(1, ((extract(year from now()) - extract(year from next_refresh.previous)) * 12
+                      + extract(month from now()) - extract(month from next_refresh.previous))::integer - 1),
+         greatest(1, ((extract(year from now()) - extract(year from next_refresh.previous)) * 12
+                      + extract(month from now()) - extract(month from next_refresh.previous))::integer + 2)
+       ) as k (k)
+  where next_refresh.previous + make_interval(months => k.k) > now()
+  order by k.k
+  limit 1
+$$;
+revoke all on function private.next_refresh(timestamptz) from public, anon, authenticated;
+
+-- Is lazy maintenance due for this row: refresh date passed, a grant expired with
+-- tokens left, or an active hold past its expiry?
+create function private.settlement_due(organization_id uuid, token_type text, refresh_date timestamptz)
+returns boolean
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(settlement_due.refresh_date <= now(), false)
+      or exists (
+        select 1 from public.ai_token_reservations r
+        where r.organization_id = settlement_due.organization_id
+          and r.token_type = settlement_due.token_type
+          and r.status = 'active' and r.expires_at <= now())
+      or exists (
+        select 1 from public.ai_token_grants g
+        where g.organization_id = settlement_due.organization_id
+          and g.token_type = settlement_due.token_type
+          and g.remaining > 0 and g.expires_at <= now())
+$$;
+revoke all on function private.settlement_due(uuid, text, timestamptz) from public, anon, authenticated;
+
+-- Lock an (organization, token type) row and bring it up to date: expired holds stop
+-- counting, expired grants lose what is left (journaled 'expiry', one row per grant),
+-- and a passed refresh date resets the period allowance to the plan's allocation
+-- (journaled 'refresh'), keeping purchased tokens. Everything is re-checked under the
+-- row lock, so racing callers settle a row exactly once. Returns the locked row (null
+-- when the organization has no row for the type).
+create function private.settle_tokens(organization_id uuid, token_type text)
+returns public.ai_tokens
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  account public.ai_tokens;
+  swept bigint;
+  expired record;
+  allocation integer;
+  boundary record;
+begin
+  select * into account from public.ai_tokens t
+  where t.organization_id = settle_tokens.organization_id and t.token_type = settle_tokens.token_type
+  for update;
+  if not found then
+    return null;
+  end if;
+
+  with swept_holds as (
+    update public.ai_token_reservations r
+    set status = 'expired', settled_at = now()
+    where r.organization_id = account.organization_id and r.token_type = account.token_type
+      and r.status = 'active' and r.expires_at <= now()
+    returning r.held
+  )
+  select coalesce(sum(s.held), 0) into swept from swept_holds s;
+  if swept > 0 then
+    update public.ai_tokens t set reserved = t.reserved - swept, updated_at = now()
+    where t.id = account.id
+    returning * into account;
+  end if;
+
+  for expired in
+    update public.ai_token_grants g
+    set expired_amount = g.remaining, remaining = 0, expired_at = now()
+    where g.organization_id = account.organization_id and g.token_type = account.token_type
+      and g.remaining > 0 and g.expires_at <= now()
+    returning g.id, g.expired_amount
+  loop
+    perform set_config('tokens.change', jsonb_build_object(
+      'kind', 'expiry', 'grant_id', expired.id, 'reason', 'purchased tokens expired')::text, true);
+    update public.ai_tokens t
+    set balance = t.balance - expired.expired_amount,
+        purchased_balance = t.purchased_balance - expired.expired_amount,
+        updated_at = now()
+    where t.id = account.id
+    returning * into account;
+    perform set_config('tokens.change', '', true);
+  end loop;
+
+  if account.refresh_date is not null and account.refresh_date <= now() then
+    select private.plan_allocation(o.plan, account.token_type) into allocation
+    from public.organizations o where o.id = account.organization_id;
+    select * into boundary from private.next_refresh(account.refresh_date);
+    perform set_config('tokens.change', jsonb_build_object(
+      'kind', 'refresh', 'reason', format('period starting %s', boundary.period_start))::text, true);
+    update public.ai_tokens t
+    set balance = coalesce(allocation, 0) + t.purchased_balance,
+        total_allocated = coalesce(allocation, 0),
+        period_started_at = boundary.period_start,
+        refresh_date = boundary.next_refresh_date,
+        updated_at = now()
+    where t.id = account.id
+    returning * into account;
+    perform set_config('tokens.change', '', true);
+  end if;
+  return account;
+end
+$$;
+revoke all on function private.settle_tokens(uuid, text) from public, anon, authenticated;
+
+-- Spend purchased tokens from the grants, earliest expiry first (then oldest), until
+-- their remaining amounts add up to target_purchased, the row's new purchased_balance.
+-- Called with the ai_tokens row locked, after the usage row exists.
+create function private.consume_grants(organization_id uuid, token_type text, target_purchased integer, usage_id uuid)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+  with spendable as (
+    select g.id, g.remaining,
+           sum(g.remaining) over (order by g.expires_at nulls last, g.created_at, g.id) as running
+    from public.ai_token_grants g
+    where g.organization_id = consume_grants.organization_id
+      and g.token_type = consume_grants.token_type
+      and g.remaining > 0
+  ),
+  to_spend as (
+    select coalesce(sum(s.remaining), 0) - consume_grants.target_purchased as amount from spendable s
+  ),
+  taken as (
+    select s.id, least(s.remaining, t.amount - (s.running - s.remaining))::integer as amount
+    from spendable s cross join to_spend t
+    where s.running - s.remaining < t.amount
+  ),
+  spent as (
+    update public.ai_token_grants g
+    set remaining = g.remaining - taken.amount
+    from taken
+    where g.id = taken.id
+    returning g.id, taken.amount
+  )
+  insert into public.ai_token_grant_usage (usage_id, grant_id, amount)
+  select consume_grants.usage_id, spent.id, spent.amount from spent
+$$;
+revoke all on function private.consume_grants(uuid, text, integer, uuid) from public, anon, authenticated;
+
+-- The per-user rate limit for this spend: the most specific ai_rate_limits row (feature
+-- and plan, feature, plan, default) and how many of the user's spends (deductions
+-- without a reservation, plus reservations) fall in its window. Takes a per-user
+-- transaction advisory lock first, so concurrent spends by one user are counted one
+-- after another and the limit is exact. No row when no limit applies;
+-- retry_after_seconds is null when the spend is allowed.
+create function private.check_rate_limit(user_id uuid, organization_id uuid, plan text, feature text)
+returns table (max_requests integer, window_seconds integer, recent integer, retry_after_seconds integer)
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  rule record;
+  counted integer;
+  oldest timestamptz;
+begin
+  select l.max_requests, l.window_seconds, l.feature into rule
+  from public.ai_rate_limits l
+  where (l.plan is null or l.plan = check_rate_limit.plan)
+    and (l.feature is null or l.feature = check_rate_limit.feature)
+  order by (l.feature is not null) desc, (l.plan is not null) desc
+  limit 1;
+  if not found then
+    return;
+  end if;
+
+  perform pg_advisory_xact_lock(hashtextextended('ai_tokens/rate/' || check_rate_limit.user_id::text, 0));
+
+  select count(*)::integer, min(e.created_at) into counted, oldest
+  from (
+    select s.created_at
+    from (
+      select l.created_at from public.ai_token_usage_log l
+      where l.user_id = check_rate_limit.user_id
+        and l.organization_id = check_rate_limit.organization_id
+        and l.reservation_id is null
+        and l.created_at > now() - make_interval(secs => rule.window_seconds)
+        and (rule.feature is null or l.feature_used = rule.feature)
+      union all
+      select r.created_at from public.ai_token_reservations r
+      where r.user_id = check_rate_limit.user_id
+        and r.organization_id = check_rate_limit.organization_id
+        and r.created_at > now() - make_interval(secs => rule.window_seconds)
+        and (rule.feature is null or r.feature = rule.feature)
+    ) s
+    order by s.created_at desc
+    limit rule.max_requests
+  ) e;
+
+  return query select rule.max_requests::integer, rule.window_seconds::integer, counted,
+    case when counted >= rule.max_requests then
+      greatest(1, ceil(extract(epoch from oldest + make_interval(secs => rule.window_seconds) - now())))::integer
+    end;
+end
+$$;
+revoke all on function private.check_rate_limit(uuid, uuid, text, text) from public, anon, authenticated;
+
+-- A refusal as data: {http_status, reason, message, details: {reason, ...facts}}.
+create function private.refusal(http_status integer, reason text, message text, facts jsonb)
+returns jsonb
+language sql
+immutable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'http_status', refusal.http_status,
+    'reason', refusal.reason,
+    'message', refusal.message,
+    'details', jsonb_build_object('reason', refusal.reason) || coalesce(refusal.facts, '{}'::jsonb))
+$$;
+revoke all on function private.refusal(integer, text, text, jsonb) from public, anon, authenticated;
+
+-- Record a refused (enforce) or would-be-refused (monitor) spend as a 'refused' alert.
+create function private.record_refusal(refusal jsonb, organization_id uuid, token_type text, enforcement text, context jsonb)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+  insert into public.ai_token_alerts (organization_id, token_type, kind, reason, period, details)
+  values (
+    record_refusal.organization_id, record_refusal.token_type, 'refused', record_refusal.refusal ->> 'reason',
+    coalesce((select t.period_started_at from public.ai_tokens t
+              where t.organization_id = record_refusal.organization_id
+                and t.token_type = record_refusal.token_type), now()),
+    (record_refusal.refusal -> 'details') || coalesce(record_refusal.context, '{}'::jsonb)
+      || jsonb_build_object('http_status', (record_refusal.refusal ->> 'http_status')::integer,
+                            'message', record_refusal.refusal ->> 'message',
+                            'enforcement', record_refusal.enforcement,
+                            'refused', record_refusal.enforcement = 'enforce'))
+$$;
+revoke all on function private.record_refusal(jsonb, uuid, text, text, jsonb) from public, anon, authenticated;
+
+-- Refuse a spend without raising, so that the refusal record survives: record it, set
+-- the HTTP status (and Retry-After) PostgREST answers with, and return the body
+-- PostgREST would have sent for `raise ... errcode 'PTxyz'`.
+create function private.refusal_response(refusal jsonb, organization_id uuid, token_type text, context jsonb)
+returns jsonb
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  perform private.record_refusal(refusal_response.refusal, refusal_response.organization_id,
+    refusal_response.token_type, 'enforce', refusal_response.context);
+  perform set_config('response.status', refusal_response.refusal ->> 'http_status', true);
+  if refusal_response.refusal -> 'details' ? 'retry_after_seconds' then
+    perform set_config('response.headers', jsonb_build_array(jsonb_build_object(
+      'Retry-After', refusal_response.refusal -> 'details' ->> 'retry_after_seconds'))::text, true);
+  end if;
+  return jsonb_build_object(
+    'code', 'PT' || (refusal_response.refusal ->> 'http_status'),
+    'message', refusal_response.refusal ->> 'message',
+    'details', (refusal_response.refusal -> 'details')::text,
+    'hint', null);
+end
+$$;
+revoke all on function private.refusal_response(jsonb, uuid, text, jsonb) from public, anon, authenticated;
+
+-- What a client may see of a refusal that monitor mode let through.
+create function private.refusal_summary(refusal jsonb)
+returns jsonb
+language sql
+immutable
+set search_path = ''
+as $$
+  select case when refusal_summary.refusal is null then null else jsonb_build_object(
+    'http_status', (refusal_summary.refusal ->> 'http_status')::integer,
+    'reason', refusal_summary.refusal ->> 'reason',
+    'message', refusal_summary.refusal ->> 'message',
+    'details', refusal_summary.refusal -> 'details') end
+$$;
+revoke all on function private.refusal_summary(jsonb) from public, anon, authenticated;
+
+grant execute on function
+  private.membership_role(uuid),
+  private.look_up_feature(text, uuid),
+  private.price_feature(text, uuid),
+  private.enforcement_mode(uuid),
+  private.plan_allocation(text, text),
+  private.next_refresh(timestamptz),
+  private.settlement_due(uuid, text, timestamptz),
+  private.settle_tokens(uuid, text)
+  to service_role;
+
+-- ------------------------------------------------------------------- the RPC API
+
+-- initialize_tokens: create or reset an organization's ai_tokens rows to its plan's
+-- allocation (journaled 'allocation'), refresh_date one month ahead. Purchased tokens
+-- are kept. Given a plan, the organization is moved to it first. Service role only.
+create or replace function public.initialize_tokens(organization_id uuid, plan text default null)
+returns setof public.ai_tokens
+language plpgsql
+security invoker
+set search_path = ''
+as $$
+declare
+  target_plan text;
+  existing record;
+begin
+  if not private.is_service_role() then
+    perform private.refuse(403, 'service_role_required', 'initialize_tokens requires the service role');
+  end if;
+  if initialize_tokens.organization_id is null then
+    perform private.refuse(400, 'invalid_request', 'organization_id is required',
+      jsonb_build_object('field', 'organization_id'));
+  end if;
+  if initialize_tokens.plan is not null and initialize_tokens.plan not in ('starter', 'pro', 'enterprise') then
+    perform private.refuse(400, 'invalid_plan', format('Unknown plan: %s', left(initialize_tokens.plan, 50)),
+      jsonb_build_object('plan', left(initialize_tokens.plan, 50)));
+  end if;
+
+  update public.organizations o
+  set plan = coalesce(initialize_tokens.plan, o.plan),
+      updated_at = now()
+  where o.id = initialize_tokens.organization_id
+  returning o.plan into target_plan;
+  if target_plan is null then
+    perform private.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', initialize_tokens.organization_id),
+      jsonb_build_object('organization_id', initialize_tokens.organization_id));
+  end if;
+
+  -- Expire what is due first, so that only purchased tokens still valid are kept.
+  for existing in
+    select t.token_type from public.ai_tokens t
+    where t.organization_id = initialize_tokens.organization_id
+    order by t.token_type
+  loop
+    perform private.settle_tokens(initialize_tokens.organization_id, existing.token_type);
+  end loop;
+
+  perform set_config('tokens.change', jsonb_build_object(
+    'kind', 'allocation', 'reason', format('initialized on plan %s', target_plan))::text, true);
+  return query
+  insert into public.ai_tokens as t
+    (organization_id, token_type, balance, total_allocated, refresh_date, period_started_at)
+  select initialize_tokens.organization_id, tt.token_type,
+         private.plan_allocation(target_plan, tt.token_type),
+         private.plan_allocation(target_plan, tt.token_type),
+         now() + interval '1 month', now()
+  from public.ai_token_types tt
+  order by tt.token_type
+  on conflict on constraint ai_tokens_organization_token_type_key do update
+    set balance = excluded.balance + t.purchased_balance,
+        total_allocated = excluded.total_allocated,
+        refresh_date = excluded.refresh_date,
+        period_started_at = excluded.period_started_at,
+        updated_at = now()
+  returning t.*;
+  perform set_config('tokens.change', '', true);
+end
+$$;
+revoke all on function public.initialize_tokens(uuid, text) from public, anon, authenticated;
+grant execute on function public.initialize_tokens(uuid, text) to service_role;
+
+-- has_enough_tokens: may the caller's organization afford this feature now
+-- (balance - reserved >= cost)? Refreshes/expires what is due first. Always true in
+-- monitor and off modes. Unknown features (404), features outside the plan (403, in
+-- enforce mode) and non-members (403) are errors. Volatile: call it with POST.
+create or replace function public.has_enough_tokens(feature text, organization_id uuid default null)
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  target_organization uuid;
+  price record;
+  account public.ai_tokens;
+begin
+  select r.organization_id into target_organization
+  from private.resolve_organization(has_enough_tokens.organization_id) r;
+  if private.enforcement_mode(target_organization) <> 'enforce' then
+    perform private.look_up_feature(has_enough_tokens.feature, target_organization);
+    return true;
+  end if;
+  select * into price from private.price_feature(has_enough_tokens.feature, target_organization);
+
+  select * into account from public.ai_tokens t
+  where t.organization_id = target_organization and t.token_type = price.token_type;
+  if not found then
+    return false;
+  end if;
+  if private.settlement_due(account.organization_id, account.token_type, account.refresh_date) then
+    account := private.settle_tokens(account.organization_id, account.token_type);
+  end if;
+  return account.balance - account.reserved >= price.cost;
+end
+$$;
+revoke all on function public.has_enough_tokens(text, uuid) from public, anon, authenticated;
+grant execute on function public.has_enough_tokens(text, uuid) to authenticated, service_role;
+
+-- deduct_tokens: spend the feature's cost from the caller's organization.
+-- Hot path: one conditional UPDATE (balance - reserved >= cost, nothing due) whose
+-- trigger writes the journal row, plus the usage-log insert. When that UPDATE matches
+-- nothing, the row is locked and settled (refresh, expiries) and the decision is taken
+-- again under the lock. Spends the period allowance first, then purchased tokens.
+-- Idempotent per organization with request_id (a retry returns the first result).
+-- Refusals that are the caller's situation (403 feature_not_in_plan, 429 rate_limited,
+-- 402 insufficient_tokens) do not raise: they are recorded as a 'refused' alert and
+-- returned as PostgREST's error body with response.status set, so the record is kept.
+-- Bad input (400), unknown features (404) and non-members (401/403) raise.
+-- Enforcement modes: monitor never refuses (spends what is available up to the cost
+-- and records what would have been refused); off spends and checks nothing.
+create or replace function public.deduct_tokens(
+  feature text,
+  organization_id uuid default null,
+  request_id text default null
+)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  caller uuid := (select auth.uid());
+  target_organization uuid;
+  price record;
+  mode text;
+  previous public.ai_token_usage_log;
+  new_usage_id uuid := gen_random_uuid();
+  limited record;
+  account public.ai_tokens;
+  refused jsonb;
+  insufficient jsonb;
+  context jsonb;
+  charged integer;
+  remaining integer;
+  remaining_purchased integer;
+begin
+  if deduct_tokens.request_id is not null
+     and (length(deduct_tokens.request_id) = 0 or length(deduct_tokens.request_id) > 200) then
+    perform private.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
+      jsonb_build_object('field', 'request_id'));
+  end if;
+  select r.organization_id into target_organization
+  from private.resolve_organization(deduct_tokens.organization_id) r;
+  select * into price from private.look_up_feature(deduct_tokens.feature, target_organization);
+  mode := private.enforcement_mode(target_organization);
+
+  if deduct_tokens.request_id is not null then
+    -- Serialise retries of one request so exactly one of them spends.
+    perform pg_advisory_xact_lock(hashtextextended(target_organization::text || '/' || deduct_tokens.request_id, 0));
+    select * into previous from public.ai_token_usage_log l
+    where l.organization_id = target_organization and l.request_id = deduct_tokens.request_id;
+    if found then
+      if previous.feature_used <> deduct_tokens.feature then
+        perform private.refuse(409, 'idempotency_conflict',
+          format('request_id %s was already used for %s', left(deduct_tokens.request_id, 100), previous.feature_used),
+          jsonb_build_object('request_id', deduct_tokens.request_id, 'feature', deduct_tokens.feature,
+                             'original_feature', previous.feature_used));
+      end if;
+      return jsonb_build_object(
+        'success', true,
+        'remaining_balance', previous.balance_after,
+        'tokens_deducted', previous.tokens_deducted,
+        'token_type', previous.token_type,
+        'feature', previous.feature_used,
+        'organization_id', previous.organization_id,
+        'usage_id', previous.id,
+        'request_id', previous.request_id,
+        'replayed', true,
+        'enforcement', mode,
+        'would_have_refused', null,
+        'message', format('Used %s tokens for %s', previous.tokens_deducted, previous.feature_used));
+    end if;
+  end if;
+
+  if mode = 'off' then
+    select t.balance into remaining from public.ai_tokens t
+    where t.organization_id = target_organization and t.token_type = price.token_type;
+    return jsonb_build_object(
+      'success', true,
+      'remaining_balance', coalesce(remaining, 0),
+      'tokens_deducted', 0,
+      'token_type', price.token_type,
+      'feature', deduct_tokens.feature,
+      'organization_id', target_organization,
+      'usage_id', null,
+      'request_id', deduct_tokens.request_id,
+      'replayed', false,
+      'enforcement', mode,
+      'would_have_refused', null,
+      'message', format('Token checks are off: nothing deducted for %s', deduct_tokens.feature));
+  end if;
+
+  context := jsonb_build_object('feature', deduct_tokens.feature, 'user_id', caller,
+                                'request_id', deduct_tokens.request_id);
+  if not price.in_plan then
+    refused := private.refusal(403, 'feature_not_in_plan', format('Not available on %s plan', initcap(price.plan)),
+      jsonb_build_object('feature', deduct_tokens.feature, 'plan', price.plan, 'token_type', price.token_type));
+  elsif caller is not null then
+    select * into limited from private.check_rate_limit(caller, target_organization, price.plan, deduct_tokens.feature);
+    if limited.retry_after_seconds is not null then
+      refused := private.refusal(429, 'rate_limited', 'Rate limit exceeded. Wait before next request.',
+        jsonb_build_object('feature', deduct_tokens.feature, 'limit', limited.max_requests,
+                           'window_seconds', limited.window_seconds,
+                           'retry_after_seconds', limited.retry_after_seconds));
+    end if;
+  end if;
+  if refused is not null and mode = 'enforce' then
+    return private.refusal_response(refused, target_organization, price.token_type, context);
+  end if;
+
+  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
+  update public.ai_tokens t
+  set balance = t.balance - price.cost,
+      purchased_balance = least(t.purchased_balance, t.balance - price.cost),
+      updated_at = now()
+  where t.organization_id = target_organization
+    and t.token_type = price.token_type
+    and t.balance - t.reserved >= price.cost
+    and not private.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+  returning t.balance, t.purchased_balance into remaining, remaining_purchased;
+  perform set_config('tokens.change', '', true);
+
+  if remaining is not null then
+    charged := price.cost;
+  else
+    -- Slow path: lock and settle the row, then decide under the lock.
+    account := private.settle_tokens(target_organization, price.token_type);
+    charged := case
+      when account.id is null then 0
+      when account.balance - account.reserved >= price.cost then price.cost
+      when mode = 'monitor' then greatest(least(price.cost, account.balance - account.reserved), 0)
+      else 0 end;
+    if charged < price.cost then
+      insufficient := private.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
+        jsonb_build_object('feature', deduct_tokens.feature, 'token_type', price.token_type,
+                           'required', price.cost, 'balance', coalesce(account.balance, 0),
+                           'reserved', coalesce(account.reserved, 0),
+                           'available', greatest(coalesce(account.balance - account.reserved, 0), 0),
+                           'initialized', account.id is not null));
+      if mode = 'enforce' then
+        return private.refusal_response(insufficient, target_organization, price.token_type, context);
+      end if;
+      refused := coalesce(refused, insufficient);
+    end if;
+    remaining := coalesce(account.balance, 0);
+    remaining_purchased := coalesce(account.purchased_balance, 0);
+    if charged > 0 then
+      perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
+      update public.ai_tokens t
+      set balance = t.balance - charged,
+          purchased_balance = least(t.purchased_balance, t.balance - charged),
+          updated_at = now()
+      where t.id = account.id
+      returning t.balance, t.purchased_balance into remaining, remaining_purchased;
+      perform set_config('tokens.change', '', true);
+    end if;
+  end if;
+
+  if charged > 0 then
+    insert into public.ai_token_usage_log
+      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id)
+    values
+      (new_usage_id, target_organization, caller, price.token_type, deduct_tokens.feature, charged, remaining,
+       deduct_tokens.request_id);
+    -- The period allowance is used up: the rest came from grants.
+    if remaining = remaining_purchased then
+      perform private.consume_grants(target_organization, price.token_type, remaining_purchased, new_usage_id);
+    end if;
+  end if;
+  if refused is not null then
+    perform private.record_refusal(refused, target_organization, price.token_type, mode,
+      context || jsonb_build_object('charged', charged));
+  end if;
+
+  return jsonb_build_object(
+    'success', true,
+    'remaining_balance', remaining,
+    'tokens_deducted', charged,
+    'token_type', price.token_type,
+    'feature', deduct_tokens.feature,
+    'organization_id', target_organization,
+    'usage_id', case when charged > 0 then new_usage_id end,
+    'request_id', deduct_tokens.request_id,
+    'replayed', false,
+    'enforcement', mode,
+    'would_have_refused', private.refusal_summary(refused),
+    'message', format('Used %s tokens for %s', charged, deduct_tokens.feature));
+end
+$$;
+revoke all on function public.deduct_tokens(text, uuid, text) from public, anon, authenticated;
+grant execute on function public.deduct_tokens(text, uuid, text) to authenticated, service_role;
+
+-- get_token_stats: the organization's balances, totals and per-type state (the
+-- guide's stats endpoint), after settling what is due. Members and the service role.
+-- Volatile (it may refresh): call it with POST.
+create or replace function public.get_token_stats(organization_id uuid default null)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  target_organization uuid;
+  organization_plan text;
+  due record;
+  by_type jsonb;
+begin
+  select r.organization_id into target_organization
+  from private.resolve_organization(get_token_stats.organization_id) r;
+  select o.plan into organization_plan from public.organizations o where o.id = target_organization;
+
+  for due in
+    select t.token_type from public.ai_tokens t
+    where t.organization_id = target_organization
+      and private.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+    order by t.token_type
+  loop
+    perform private.settle_tokens(target_organization, due.token_type);
+  end loop;
+
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'token_type', t.token_type,
+           'balance', t.balance,
+           'allocated', t.total_allocated,
+           'used', greatest(t.total_allocated - (t.balance - t.purchased_balance), 0),
+           'purchased_balance', t.purchased_balance,
+           'reserved', t.reserved,
+           'available', greatest(t.balance - t.reserved, 0),
+           'percent_remaining', case when t.total_allocated > 0
+             then round(100.0 * t.balance / t.total_allocated, 1) else 0 end,
+           'low', t.total_allocated > 0 and t.balance::bigint * 5 < t.total_allocated,
+           'period_started_at', t.period_started_at,
+           'refresh_date', t.refresh_date
+         ) order by t.token_type), '[]'::jsonb)
+  into by_type
+  from public.ai_tokens t
+  where t.organization_id = target_organization;
+
+  return jsonb_build_object(
+    'organization_id', target_organization,
+    'plan', organization_plan,
+    'enforcement', private.enforcement_mode(target_organization),
+    'total_balance', (select coalesce(sum((e ->> 'balance')::bigint), 0) from jsonb_array_elements(by_type) e),
+    'total_allocated', (select coalesce(sum((e ->> 'allocated')::bigint), 0) from jsonb_array_elements(by_type) e),
+    'total_used', (select coalesce(sum((e ->> 'used')::bigint), 0) from jsonb_array_elements(by_type) e),
+    'total_purchased', (select coalesce(sum((e ->> 'purchased_balance')::bigint), 0) from jsonb_array_elements(by_type) e),
+    'total_reserved', (select coalesce(sum((e ->> 'reserved')::bigint), 0) from jsonb_array_elements(by_type) e),
+    'total_available', (select coalesce(sum((e ->> 'available')::bigint), 0) from jsonb_array_elements(by_type) e),
+    'by_type', by_type);
+end
+$$;
+revoke all on function public.get_token_stats(uuid) from public, anon, authenticated;
+grant execute on function public.get_token_stats(uuid) to authenticated, service_role;
+
+-- grant_tokens: add purchased tokens (a top-up) to an organization, journaled 'grant'.
+-- They survive the monthly refresh, are spent after the period allowance (earliest
+-- expiry first) and, given expires_at, expire then. Idempotent on external_id (e.g. a
+-- payment id): a retry returns the first grant; the same external_id with other
+-- arguments is refused (409). Service role only.
+create function public.grant_tokens(
+  organization_id uuid,
+  token_type text,
+  amount integer,
+  expires_at timestamptz default null,
+  reason text default null,
+  external_id text default null
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  existing public.ai_token_grants;
+  granted public.ai_token_grants;
+  account public.ai_tokens;
+begin
+  if not private.is_service_role() then
+    perform private.refuse(403, 'service_role_required', 'grant_tokens requires the service role');
+  end if;
+  if grant_tokens.organization_id is null then
+    perform private.refuse(400, 'invalid_request', 'organization_id is required',
+      jsonb_build_object('field', 'organization_id'));
+  end if;
+  if grant_tokens.amount is null or grant_tokens.amount < 1 or grant_tokens.amount > 1000000000 then
+    perform private.refuse(400, 'invalid_amount', 'amount must be between 1 and 1000000000',
+      jsonb_build_object('field', 'amount', 'amount', grant_tokens.amount, 'min', 1, 'max', 1000000000));
+  end if;
+  if grant_tokens.expires_at is not null and grant_tokens.expires_at <= now() then
+    perform private.refuse(400, 'invalid_request', 'expires_at must be in the future',
+      jsonb_build_object('field', 'expires_at', 'expires_at', grant_tokens.expires_at));
+  end if;
+  if grant_tokens.reason is not null and length(grant_tokens.reason) > 500 then
+    perform private.refuse(400, 'invalid_request', 'reason must be at most 500 characters',
+      jsonb_build_object('field', 'reason'));
+  end if;
+  if grant_tokens.external_id is not null
+     and (length(grant_tokens.external_id) = 0 or length(grant_tokens.external_id) > 200) then
+    perform private.refuse(400, 'invalid_request', 'external_id must be 1 to 200 characters',
+      jsonb_build_object('field', 'external_id'));
+  end if;
+  if not exists (select 1 from public.ai_token_types tt where tt.token_type = grant_tokens.token_type) then
+    perform private.refuse(404, 'unknown_token_type', format('Unknown token type: %s', left(grant_tokens.token_type, 100)),
+      jsonb_build_object('token_type', left(grant_tokens.token_type, 100)));
+  end if;
+  if not exists (select 1 from public.organizations o where o.id = grant_tokens.organization_id) then
+    perform private.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', grant_tokens.organization_id),
+      jsonb_build_object('organization_id', grant_tokens.organization_id));
+  end if;
+
+  if grant_tokens.external_id is not null then
+    perform pg_advisory_xact_lock(hashtextextended('ai_tokens/grant/' || grant_tokens.external_id, 0));
+    select * into existing from public.ai_token_grants g where g.external_id = grant_tokens.external_id;
+    if found then
+      if existing.organization_id <> grant_tokens.organization_id
+         or existing.token_type <> grant_tokens.token_type
+         or existing.amount <> grant_tokens.amount
+         or existing.expires_at is distinct from grant_tokens.expires_at then
+        perform private.refuse(409, 'idempotency_conflict',
+          format('external_id %s was already used for another grant', left(grant_tokens.external_id, 100)),
+          jsonb_build_object('external_id', grant_tokens.external_id, 'grant_id', existing.id));
+      end if;
+      select * into account from public.ai_tokens t
+      where t.organization_id = existing.organization_id and t.token_type = existing.token_type;
+      return jsonb_build_object(
+        'grant_id', existing.id, 'organization_id', existing.organization_id,
+        'token_type', existing.token_type, 'amount', existing.amount, 'remaining', existing.remaining,
+        'expires_at', existing.expires_at, 'reason', existing.reason, 'external_id', existing.external_id,
+        'balance', account.balance, 'purchased_balance', account.purchased_balance, 'replayed', true);
+    end if;
+  end if;
+
+  insert into public.ai_tokens (organization_id, token_type)
+  values (grant_tokens.organization_id, grant_tokens.token_type)
+  on conflict on constraint ai_tokens_organization_token_type_key do nothing;
+  account := private.settle_tokens(grant_tokens.organization_id, grant_tokens.token_type);
+  if account.balance::bigint + grant_tokens.amount > 2147483647 then
+    perform private.refuse(400, 'invalid_amount', 'the balance would exceed its maximum',
+      jsonb_build_object('field', 'amount', 'amount', grant_tokens.amount, 'balance', account.balance,
+                         'max_balance', 2147483647));
+  end if;
+
+  insert into public.ai_token_grants
+    (organization_id, token_type, amount, remaining, expires_at, reason, external_id, granted_by)
+  values
+    (grant_tokens.organization_id, grant_tokens.token_type, grant_tokens.amount, grant_tokens.amount,
+     grant_tokens.expires_at, grant_tokens.reason, grant_tokens.external_id, (select auth.uid()))
+  returning * into granted;
+
+  perform set_config('tokens.change', jsonb_build_object(
+    'kind', 'grant', 'grant_id', granted.id, 'external_id', granted.external_id,
+    'reason', granted.reason)::text, true);
+  update public.ai_tokens t
+  set balance = t.balance + granted.amount,
+      purchased_balance = t.purchased_balance + granted.amount,
+      updated_at = now()
+  where t.id = account.id
+  returning * into account;
+  perform set_config('tokens.change', '', true);
+
+  return jsonb_build_object(
+    'grant_id', granted.id, 'organization_id', granted.organization_id,
+    'token_type', granted.token_type, 'amount', granted.amount, 'remaining', granted.remaining,
+    'expires_at', granted.expires_at, 'reason', granted.reason, 'external_id', granted.external_id,
+    'balance', account.balance, 'purchased_balance', account.purchased_balance, 'replayed', false);
+end
+$$;
+revoke all on function public.grant_tokens(uuid, text, integer, timestamptz, text, text) from public, anon, authenticated;
+grant execute on function public.grant_tokens(uuid, text, integer, timestamptz, text, text) to service_role;
+
+-- set_organization_plan: move an organization to a plan and adjust the current period
+-- of every token type at once (journaled 'plan_change'): a higher allocation adds the
+-- difference to the balance; a lower one caps the period allowance (balance minus
+-- purchased tokens) at the new allocation. Purchased tokens are kept. Idempotent on
+-- event_id (e.g. a Stripe event id): a retry returns the first result; the same
+-- event_id for another organization or plan is refused (409). Service role only.
+create function public.set_organization_plan(organization_id uuid, plan text, event_id text default null)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  processed public.ai_plan_change_events;
+  previous_plan text;
+  token record;
+  account public.ai_tokens;
+  new_allocation integer;
+  new_balance integer;
+  changes jsonb := '[]'::jsonb;
+  result jsonb;
+begin
+  if not private.is_service_role() then
+    perform private.refuse(403, 'service_role_required', 'set_organization_plan requires the service role');
+  end if;
+  if set_organization_plan.organization_id is null then
+    perform private.refuse(400, 'invalid_request', 'organization_id is required',
+      jsonb_build_object('field', 'organization_id'));
+  end if;
+  if set_organization_plan.plan is null or set_organization_plan.plan not in ('starter', 'pro', 'enterprise') then
+    perform private.refuse(400, 'invalid_plan', format('Unknown plan: %s', left(set_organization_plan.plan, 50)),
+      jsonb_build_object('plan', left(set_organization_plan.plan, 50)));
+  end if;
+  if set_organization_plan.event_id is not null
+     and (length(set_organization_plan.event_id) = 0 or length(set_organization_plan.event_id) > 255) then
+    perform private.refuse(400, 'invalid_request', 'event_id must be 1 to 255 characters',
+      jsonb_build_object('field', 'event_id'));
+  end if;
+
+  if set_organization_plan.event_id is not null then
+    perform pg_advisory_xact_lock(hashtextextended('ai_tokens/plan_event/' || set_organization_plan.event_id, 0));
+    select * into processed from public.ai_plan_change_events e where e.event_id = set_organization_plan.event_id;
+    if found then
+      if processed.organization_id <> set_organization_plan.organization_id
+         or processed.plan <> set_organization_plan.plan then
+        perform private.refuse(409, 'idempotency_conflict',
+          format('event_id %s was already applied to another plan change', left(set_organization_plan.event_id, 100)),
+          jsonb_build_object('event_id', set_organization_plan.event_id,
+                             'organization_id', processed.organization_id, 'plan', processed.plan));
+      end if;
+      return processed.result || jsonb_build_object('replayed', true);
+    end if;
+  end if;
+
+  select o.plan into previous_plan from public.organizations o
+  where o.id = set_organization_plan.organization_id
+  for update;
+  if not found then
+    perform private.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', set_organization_plan.organization_id),
+      jsonb_build_object('organization_id', set_organization_plan.organization_id));
+  end if;
+
+  for token in select tt.token_type from public.ai_token_types tt order by tt.token_type loop
+    new_allocation := private.plan_allocation(set_organization_plan.plan, token.token_type);
+    -- Settle first (under the old plan), so the change applies to the current period.
+    account := private.settle_tokens(set_organization_plan.organization_id, token.token_type);
+    perform set_config('tokens.change', jsonb_build_object(
+      'kind', 'plan_change', 'external_id', set_organization_plan.event_id,
+      'reason', format('plan %s -> %s', previous_plan, set_organization_plan.plan))::text, true);
+    if account.id is null then
+      insert into public.ai_tokens (organization_id, token_type, balance, total_allocated, refresh_date, period_started_at)
+      values (set_organization_plan.organization_id, token.token_type, new_allocation, new_allocation,
+              now() + interval '1 month', now());
+      changes := changes || jsonb_build_object(
+        'token_type', token.token_type, 'previous_allocation', 0, 'allocation', new_allocation,
+        'previous_balance', 0, 'balance', new_allocation);
+    else
+      new_balance := case
+        when new_allocation > account.total_allocated
+          then account.balance + (new_allocation - account.total_allocated)
+        when new_allocation < account.total_allocated
+          then least(account.balance - account.purchased_balance, new_allocation) + account.purchased_balance
+        else account.balance end;
+      if new_balance <> account.balance or new_allocation <> account.total_allocated then
+        update public.ai_tokens t
+        set balance = new_balance, total_allocated = new_allocation, updated_at = now()
+        where t.id = account.id;
+      end if;
+      changes := changes || jsonb_build_object(
+        'token_type', token.token_type, 'previous_allocation', account.total_allocated,
+        'allocation', new_allocation, 'previous_balance', account.balance, 'balance', new_balance);
+    end if;
+    perform set_config('tokens.change', '', true);
+  end loop;
+
+  update public.organizations o
+  set plan = set_organization_plan.plan, updated_at = now()
+  where o.id = set_organization_plan.organization_id;
+
+  result := jsonb_build_object(
+    'organization_id', set_organization_plan.organization_id,
+    'plan', set_organization_plan.plan,
+    'previous_plan', previous_plan,
+    'event_id', set_organization_plan.event_id,
+    'changes', changes,
+    'replayed', false);
+  if set_organization_plan.event_id is not null then
+    insert into public.ai_plan_change_events (event_id, organization_id, plan, previous_plan, result)
+    values (set_organization_plan.event_id, set_organization_plan.organization_id, set_organization_plan.plan,
+            previous_plan, result);
+  end if;
+  return result;
+end
+$$;
+revoke all on function public.set_organization_plan(uuid, text, text) from public, anon, authenticated;
+grant execute on function public.set_organization_plan(uuid, text, text) to service_role;
+
+-- The client's view of a reservation.
+create function private.reservation_json(hold public.ai_token_reservations)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'reservation_id', hold.id, 'organization_id', hold.organization_id, 'feature', hold.feature,
+    'token_type', hold.token_type, 'user_id', hold.user_id, 'estimate', hold.estimate, 'held', hold.held,
+    'status', hold.status, 'actual', hold.actual, 'tokens_deducted', hold.charged,
+    'usage_id', hold.usage_id, 'request_id', hold.request_id, 'enforcement', hold.enforcement,
+    'expires_at', hold.expires_at, 'settled_at', hold.settled_at, 'created_at', hold.created_at)
+$$;
+revoke all on function private.reservation_json(public.ai_token_reservations) from public, anon, authenticated;
+
+-- reserve_tokens: hold `estimate` tokens for an AI call whose cost is known afterwards.
+-- available = balance - reserved; the hold stops counting when committed, released or
+-- when ttl_seconds pass (no scheduler needed). The same checks and refusals as
+-- deduct_tokens (not in plan 403, rate limited 429, insufficient 402, returned with
+-- response.status and recorded). Idempotent per organization with request_id.
+create function public.reserve_tokens(
+  feature text,
+  estimate integer,
+  ttl_seconds integer default 300,
+  request_id text default null,
+  organization_id uuid default null
+)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  caller uuid := (select auth.uid());
+  target_organization uuid;
+  price record;
+  mode text;
+  previous public.ai_token_reservations;
+  hold public.ai_token_reservations;
+  limited record;
+  account public.ai_tokens;
+  refused jsonb;
+  insufficient jsonb;
+  context jsonb;
+  held_amount integer;
+  available integer;
+begin
+  if reserve_tokens.estimate is null or reserve_tokens.estimate < 1 or reserve_tokens.estimate > 1000000000 then
+    perform private.refuse(400, 'invalid_amount', 'estimate must be between 1 and 1000000000',
+      jsonb_build_object('field', 'estimate', 'estimate', reserve_tokens.estimate, 'min', 1, 'max', 1000000000));
+  end if;
+  if reserve_tokens.ttl_seconds is null or reserve_tokens.ttl_seconds < 1 or reserve_tokens.ttl_seconds > 3600 then
+    perform private.refuse(400, 'invalid_request', 'ttl_seconds must be between 1 and 3600',
+      jsonb_build_object('field', 'ttl_seconds', 'min', 1, 'max', 3600));
+  end if;
+  if reserve_tokens.request_id is not null
+     and (length(reserve_tokens.request_id) = 0 or length(reserve_tokens.request_id) > 200) then
+    perform private.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
+      jsonb_build_object('field', 'request_id'));
+  end if;
+  select r.organization_id into target_organization
+  from private.resolve_organization(reserve_tokens.organization_id) r;
+  select * into price from private.look_up_feature(reserve_tokens.feature, target_organization);
+  mode := private.enforcement_mode(target_organization);
+
+  if reserve_tokens.request_id is not null then
+    perform pg_advisory_xact_lock(hashtextextended(
+      'ai_tokens/reservation/' || target_organization::text || '/' || reserve_tokens.request_id, 0));
+    select * into previous from public.ai_token_reservations r
+    where r.organization_id = target_organization and r.request_id = reserve_tokens.request_id;
+    if found then
+      if previous.feature <> reserve_tokens.feature or previous.estimate <> reserve_tokens.estimate then
+        perform private.refuse(409, 'idempotency_conflict',
+          format('request_id %s was already used for another reservation', left(reserve_tokens.request_id, 100)),
+          jsonb_build_object('request_id', reserve_tokens.request_id, 'reservation_id', previous.id,
+                             'feature', previous.feature, 'estimate', previous.estimate));
+      end if;
+      return private.reservation_json(previous)
+        || jsonb_build_object('replayed', true, 'would_have_refused', null);
+    end if;
+  end if;
+
+  context := jsonb_build_object('feature', reserve_tokens.feature, 'user_id', caller,
+                                'request_id', reserve_tokens.request_id, 'estimate', reserve_tokens.estimate);
+  held_amount := 0;
+  if mode <> 'off' then
+    if not price.in_plan then
+      refused := private.refusal(403, 'feature_not_in_plan', format('Not available on %s plan', initcap(price.plan)),
+        jsonb_build_object('feature', reserve_tokens.feature, 'plan', price.plan, 'token_type', price.token_type));
+    elsif caller is not null then
+      select * into limited from private.check_rate_limit(caller, target_organization, price.plan, reserve_tokens.feature);
+      if limited.retry_after_seconds is not null then
+        refused := private.refusal(429, 'rate_limited', 'Rate limit exceeded. Wait before next request.',
+          jsonb_build_object('feature', reserve_tokens.feature, 'limit', limited.max_requests,
+                             'window_seconds', limited.window_seconds,
+                             'retry_after_seconds', limited.retry_after_seconds));
+      end if;
+    end if;
+    if refused is not null and mode = 'enforce' then
+      return private.refusal_response(refused, target_organization, price.token_type, context);
+    end if;
+
+    update public.ai_tokens t
+    set reserved = t.reserved + reserve_tokens.estimate, updated_at = now()
+    where t.organization_id = target_organization
+      and t.token_type = price.token_type
+      and t.balance - t.reserved >= reserve_tokens.estimate
+      and not private.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+    returning t.balance - t.reserved into available;
+    if available is not null then
+      held_amount := reserve_tokens.estimate;
+    else
+      account := private.settle_tokens(target_organization, price.token_type);
+      held_amount := case
+        when account.id is null then 0
+        when account.balance - account.reserved >= reserve_tokens.estimate then reserve_tokens.estimate
+        when mode = 'monitor' then greatest(least(reserve_tokens.estimate, account.balance - account.reserved), 0)
+        else 0 end;
+      if held_amount < reserve_tokens.estimate then
+        insufficient := private.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
+          jsonb_build_object('feature', reserve_tokens.feature, 'token_type', price.token_type,
+                             'required', reserve_tokens.estimate, 'balance', coalesce(account.balance, 0),
+                             'reserved', coalesce(account.reserved, 0),
+                             'available', greatest(coalesce(account.balance - account.reserved, 0), 0),
+                             'initialized', account.id is not null));
+        if mode = 'enforce' then
+          return private.refusal_response(insufficient, target_organization, price.token_type, context);
+        end if;
+        refused := coalesce(refused, insufficient);
+      end if;
+      available := greatest(coalesce(account.balance - account.reserved, 0), 0) - held_amount;
+      if held_amount > 0 then
+        update public.ai_tokens t
+        set reserved = t.reserved + held_amount, updated_at = now()
+        where t.id = account.id;
+      end if;
+    end if;
+  end if;
+
+  insert into public.ai_token_reservations
+    (organization_id, token_type, feature, user_id, estimate, held, enforcement, request_id, expires_at)
+  values
+    (target_organization, price.token_type, reserve_tokens.feature, caller, reserve_tokens.estimate, held_amount,
+     mode, reserve_tokens.request_id, now() + make_interval(secs => reserve_tokens.ttl_seconds))
+  returning * into hold;
+  if refused is not null then
+    perform private.record_refusal(refused, target_organization, price.token_type, mode,
+      context || jsonb_build_object('reservation_id', hold.id, 'held', held_amount));
+  end if;
+
+  return private.reservation_json(hold)
+    || jsonb_build_object('replayed', false, 'available', available,
+                          'would_have_refused', private.refusal_summary(refused));
+end
+$$;
+revoke all on function public.reserve_tokens(text, integer, integer, text, uuid) from public, anon, authenticated;
+grant execute on function public.reserve_tokens(text, integer, integer, text, uuid) to authenticated, service_role;
+
+-- The reservation a commit or release acts on, after checking the caller may settle it:
+-- the service role, the user who reserved it, or an owner/admin of its organization.
+-- Anyone else gets 404 (non-members: the hold's existence is not revealed) or 403.
+create function private.reservation_for_settlement(reservation_id uuid)
+returns public.ai_token_reservations
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  hold public.ai_token_reservations;
+  caller_role text;
+begin
+  if reservation_for_settlement.reservation_id is null then
+    perform private.refuse(400, 'invalid_request', 'reservation_id is required',
+      jsonb_build_object('field', 'reservation_id'));
+  end if;
+  if not private.is_service_role() and (select auth.uid()) is null then
+    perform private.refuse(401, 'unauthenticated', 'Sign in to use AI features');
+  end if;
+  select * into hold from public.ai_token_reservations r where r.id = reservation_for_settlement.reservation_id;
+  if found and not private.is_service_role() then
+    caller_role := private.membership_role(hold.organization_id);
+  end if;
+  if not found or (not private.is_service_role() and caller_role is null) then
+    perform private.refuse(404, 'reservation_not_found',
+      format('Reservation (id=%s) not found', reservation_for_settlement.reservation_id),
+      jsonb_build_object('reservation_id', reservation_for_settlement.reservation_id));
+  end if;
+  if not private.is_service_role() and hold.user_id is distinct from (select auth.uid())
+     and caller_role not in ('owner', 'admin') then
+    perform private.refuse(403, 'not_reservation_holder',
+      'Only the user who reserved the tokens or an organization admin can settle this reservation',
+      jsonb_build_object('reservation_id', hold.id));
+  end if;
+  return hold;
+end
+$$;
+revoke all on function private.reservation_for_settlement(uuid) from public, anon, authenticated;
+
+-- commit_reservation: charge the actual cost of a held AI call (0 <= actual <=
+-- estimate), return the rest of the hold, and write the usage-log row (journaled
+-- 'reservation_capture'). More than the estimate is refused (409
+-- reservation_exceeded) and the hold stays active. A hold already committed,
+-- released or expired is refused (409 reservation_not_active), so a retried commit
+-- never charges twice. The charge never takes tokens held by other reservations and
+-- never goes below zero; a shortfall (only possible in monitor mode, or when a refresh,
+-- downgrade or expiry shrank the balance meanwhile) is reported and recorded.
+create function public.commit_reservation(reservation_id uuid, actual integer)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  hold public.ai_token_reservations;
+  account public.ai_tokens;
+  charge integer;
+  new_usage_id uuid;
+  remaining integer;
+  remaining_purchased integer;
+begin
+  if commit_reservation.actual is null or commit_reservation.actual < 0
+     or commit_reservation.actual > 1000000000 then
+    perform private.refuse(400, 'invalid_amount', 'actual must be between 0 and the estimate',
+      jsonb_build_object('field', 'actual', 'actual', commit_reservation.actual));
+  end if;
+  hold := private.reservation_for_settlement(commit_reservation.reservation_id);
+  if commit_reservation.actual > hold.estimate then
+    perform private.refuse(409, 'reservation_exceeded',
+      format('actual %s exceeds the reserved estimate %s', commit_reservation.actual, hold.estimate),
+      jsonb_build_object('reservation_id', hold.id, 'estimate', hold.estimate, 'actual', commit_reservation.actual));
+  end if;
+
+  account := private.settle_tokens(hold.organization_id, hold.token_type);
+  charge := case
+    when hold.enforcement = 'off' or account.id is null then 0
+    else least(commit_reservation.actual, greatest(account.balance - (account.reserved - hold.held), 0)) end;
+  new_usage_id := case when charge > 0 then gen_random_uuid() end;
+
+  update public.ai_token_reservations r
+  set status = 'committed', actual = commit_reservation.actual, charged = charge,
+      usage_id = new_usage_id, settled_at = now()
+  where r.id = hold.id and r.status = 'active' and r.expires_at > now()
+  returning * into hold;
+  if not found then
+    select * into hold from public.ai_token_reservations r where r.id = commit_reservation.reservation_id;
+    perform private.refuse(409, 'reservation_not_active',
+      format('Reservation (id=%s) is %s', hold.id, hold.status),
+      jsonb_build_object('reservation_id', hold.id, 'status', hold.status));
+  end if;
+
+  remaining := account.balance;
+  if account.id is not null then
+    perform set_config('tokens.change', jsonb_build_object(
+      'kind', 'reservation_capture', 'reservation_id', hold.id, 'usage_id', new_usage_id)::text, true);
+    update public.ai_tokens t
+    set balance = t.balance - charge,
+        purchased_balance = least(t.purchased_balance, t.balance - charge),
+        reserved = t.reserved - hold.held,
+        updated_at = now()
+    where t.id = account.id
+    returning t.balance, t.purchased_balance into remaining, remaining_purchased;
+    perform set_config('tokens.change', '', true);
+  end if;
+
+  if charge > 0 then
+    insert into public.ai_token_usage_log
+      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, reservation_id)
+    values
+      (new_usage_id, hold.organization_id, hold.user_id, hold.token_type, hold.feature, charge, remaining, hold.id);
+    if remaining = remaining_purchased then
+      perform private.consume_grants(hold.organization_id, hold.token_type, remaining_purchased, new_usage_id);
+    end if;
+  end if;
+  if charge < commit_reservation.actual and hold.enforcement <> 'off' then
+    perform private.record_refusal(
+      private.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
+        jsonb_build_object('feature', hold.feature, 'token_type', hold.token_type,
+                           'required', commit_reservation.actual, 'balance', coalesce(account.balance, 0))),
+      hold.organization_id, hold.token_type, 'monitor',
+      jsonb_build_object('reservation_id', hold.id, 'user_id', hold.user_id, 'charged', charge,
+                         'reservation_enforcement', hold.enforcement));
+  end if;
+
+  return private.reservation_json(hold) || jsonb_build_object(
+    'remaining_balance', coalesce(remaining, 0),
+    'uncharged', commit_reservation.actual - charge,
+    'message', format('Used %s tokens for %s', charge, hold.feature));
+end
+$$;
+revoke all on function public.commit_reservation(uuid, integer) from public, anon, authenticated;
+grant execute on function public.commit_reservation(uuid, integer) to authenticated, service_role;
+
+-- release_reservation: give back everything a hold holds (nothing is charged). A hold
+-- already committed, released or expired is refused (409 reservation_not_active).
+create function public.release_reservation(reservation_id uuid)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  hold public.ai_token_reservations;
+  account public.ai_tokens;
+  available integer;
+begin
+  hold := private.reservation_for_settlement(release_reservation.reservation_id);
+  account := private.settle_tokens(hold.organization_id, hold.token_type);
+
+  update public.ai_token_reservations r
+  set status = 'released', settled_at = now()
+  where r.id = hold.id and r.status = 'active' and r.expires_at > now()
+  returning * into hold;
+  if not found then
+    select * into hold from public.ai_token_reservations r where r.id = release_reservation.reservation_id;
+    perform private.refuse(409, 'reservation_not_active',
+      format('Reservation (id=%s) is %s', hold.id, hold.status),
+      jsonb_build_object('reservation_id', hold.id, 'status', hold.status));
+  end if;
+  if account.id is not null then
+    update public.ai_tokens t
+    set reserved = t.reserved - hold.held, updated_at = now()
+    where t.id = account.id
+    returning t.balance - t.reserved into available;
+  end if;
+  return private.reservation_json(hold) || jsonb_build_object(
+    'released', hold.held, 'available', greatest(coalesce(available, 0), 0));
+end
+$$;
+revoke all on function public.release_reservation(uuid) from public, anon, authenticated;
+grant execute on function public.release_reservation(uuid) to authenticated, service_role;
+
+-- refund_deduction: give back the tokens of one usage-log row, once (journaled
+-- 'refund'); a second refund is refused (409 already_refunded). Purchased tokens go
+-- back to their grant while it is valid, everything else to the period allowance.
+-- The service role or an owner/admin of the organization (404 for non-members, 403
+-- for other members).
+create function public.refund_deduction(usage_id uuid, reason text default null)
+returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+  refunded public.ai_token_usage_log;
+  caller_role text;
+  account public.ai_tokens;
+  restored_purchased integer;
+begin
+  if refund_deduction.usage_id is null then
+    perform private.refuse(400, 'invalid_request', 'usage_id is required', jsonb_build_object('field', 'usage_id'));
+  end if;
+  if refund_deduction.reason is not null and length(refund_deduction.reason) > 500 then
+    perform private.refuse(400, 'invalid_request', 'reason must be at most 500 characters',
+      jsonb_build_object('field', 'reason'));
+  end if;
+  if not private.is_service_role() and (select auth.uid()) is null then
+    perform private.refuse(401, 'unauthenticated', 'Sign in to use AI features');
+  end if;
+  select * into refunded from public.ai_token_usage_log l where l.id = refund_deduction.usage_id;
+  if found and not private.is_service_role() then
+    caller_role := private.membership_role(refunded.organization_id);
+  end if;
+  if not found or (not private.is_service_role() and caller_role is null) then
+    perform private.refuse(404, 'usage_not_found', format('Usage (id=%s) not found', refund_deduction.usage_id),
+      jsonb_build_object('usage_id', refund_deduction.usage_id));
+  end if;
+  if not private.is_service_role() and caller_role not in ('owner', 'admin') then
+    perform private.refuse(403, 'admin_required', 'Only organization owners and admins can refund',
+      jsonb_build_object('usage_id', refunded.id));
+  end if;
+
+  account := private.settle_tokens(refunded.organization_id, refunded.token_type);
+  update public.ai_token_usage_log l
+  set refunded_at = now(), refunded_by = (select auth.uid()), refund_reason = refund_deduction.reason
+  where l.id = refunded.id and l.refunded_at is null
+  returning * into refunded;
+  if not found then
+    select * into refunded from public.ai_token_usage_log l where l.id = refund_deduction.usage_id;
+    perform private.refuse(409, 'already_refunded', format('Usage (id=%s) was already refunded', refunded.id),
+      jsonb_build_object('usage_id', refunded.id, 'refunded_at', refunded.refunded_at));
+  end if;
+  if account.id is null then
+    perform private.refuse(409, 'not_initialized',
+      format('Organization (id=%s) has no %s tokens to refund into', refunded.organization_id, refunded.token_type),
+      jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type));
+  end if;
+
+  with restored as (
+    update public.ai_token_grants g
+    set remaining = g.remaining + u.amount
+    from public.ai_token_grant_usage u
+    where u.usage_id = refunded.id and g.id = u.grant_id
+      and g.expired_at is null and (g.expires_at is null or g.expires_at > now())
+    returning u.amount
+  )
+  select coalesce(sum(r.amount), 0) into restored_purchased from restored r;
+
+  perform set_config('tokens.change', jsonb_build_object(
+    'kind', 'refund', 'usage_id', refunded.id, 'reason', refund_deduction.reason)::text, true);
+  update public.ai_tokens t
+  set balance = t.balance + refunded.tokens_deducted,
+      purchased_balance = t.purchased_balance + restored_purchased,
+      updated_at = now()
+  where t.id = account.id
+  returning * into account;
+  perform set_config('tokens.change', '', true);
+
+  return jsonb_build_object(
+    'usage_id', refunded.id, 'organization_id', refunded.organization_id, 'token_type', refunded.token_type,
+    'feature', refunded.feature_used, 'tokens_refunded', refunded.tokens_deducted,
+    'restored_to_purchased', restored_purchased, 'remaining_balance', account.balance,
+    'refunded_at', refunded.refunded_at, 'reason', refunded.refund_reason);
+end
+$$;
+revoke all on function public.refund_deduction(uuid, text) from public, anon, authenticated;
+grant execute on function public.refund_deduction(uuid, text) to authenticated, service_role;
+
+-- set_enforcement_mode: 'enforce' | 'monitor' | 'off' for one organization, or the
+-- global default when organization_id is null; 'inherit' removes an organization's
+-- own mode so the default applies again. Service role only.
+create function public.set_enforcement_mode(mode text, organization_id uuid default null)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  previous_mode text;
+begin
+  if not private.is_service_role() then
+    perform private.refuse(403, 'service_role_required', 'set_enforcement_mode requires the service role');
+  end if;
+  if set_enforcement_mode.mode is null
+     or set_enforcement_mode.mode not in ('enforce', 'monitor', 'off', 'inherit')
+     or (set_enforcement_mode.mode = 'inherit' and set_enforcement_mode.organization_id is null) then
+    perform private.refuse(400, 'invalid_mode',
+      format('Unknown enforcement mode: %s', left(set_enforcement_mode.mode, 50)),
+      jsonb_build_object('mode', left(set_enforcement_mode.mode, 50),
+                         'allowed', case when set_enforcement_mode.organization_id is null
+                           then '["enforce","monitor","off"]'::jsonb
+                           else '["enforce","monitor","off","inherit"]'::jsonb end));
+  end if;
+  if set_enforcement_mode.organization_id is not null
+     and not exists (select 1 from public.organizations o where o.id = set_enforcement_mode.organization_id) then
+    perform private.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', set_enforcement_mode.organization_id),
+      jsonb_build_object('organization_id', set_enforcement_mode.organization_id));
+  end if;
+
+  previous_mode := private.enforcement_mode(set_enforcement_mode.organization_id);
+  if set_enforcement_mode.mode = 'inherit' then
+    delete from public.ai_token_enforcement_modes e
+    where e.organization_id = set_enforcement_mode.organization_id;
+  else
+    insert into public.ai_token_enforcement_modes as e (organization_id, mode)
+    values (set_enforcement_mode.organization_id, set_enforcement_mode.mode)
+    on conflict on constraint ai_token_enforcement_modes_organization_key
+    do update set mode = excluded.mode, updated_at = now();
+  end if;
+
+  return jsonb_build_object(
+    'organization_id', set_enforcement_mode.organization_id,
+    'mode', private.enforcement_mode(set_enforcement_mode.organization_id),
+    'previous_mode', previous_mode,
+    'overridden', set_enforcement_mode.organization_id is not null and exists (
+      select 1 from public.ai_token_enforcement_modes e
+      where e.organization_id = set_enforcement_mode.organization_id));
+end
+$$;
+revoke all on function public.set_enforcement_mode(text, uuid) from public, anon, authenticated;
+grant execute on function public.set_enforcement_mode(text, uuid) to service_role;
+
+-- refresh_due_tokens: settle every row with something due (refresh date passed, grants
+-- expired, holds expired), each in its own subtransaction; a row that fails is
+-- recorded in ai_token_refresh_failures with the error and the others go on. Run
+-- daily by pg_cron; lazy settlement in the spending functions does the same work, so
+-- a stopped scheduler never blocks anyone. Service role only.
+create function public.refresh_due_tokens()
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  due record;
+  settled integer := 0;
+  failed integer := 0;
+  error_code text;
+  error_message text;
+begin
+  if not private.is_service_role() then
+    perform private.refuse(403, 'service_role_required', 'refresh_due_tokens requires the service role');
+  end if;
+  for due in
+    select t.organization_id, t.token_type, t.refresh_date
+    from public.ai_tokens t
+    where private.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+    order by t.organization_id, t.token_type
+  loop
+    begin
+      perform private.settle_tokens(due.organization_id, due.token_type);
+      settled := settled + 1;
+    exception when others then
+      get stacked diagnostics error_code = returned_sqlstate, error_message = message_text;
+      insert into public.ai_token_refresh_failures (organization_id, token_type, refresh_date, error_code, error_message)
+      values (due.organization_id, due.token_type, due.refresh_date, error_code, error_message);
+      failed := failed + 1;
+    end;
+  end loop;
+  return jsonb_build_object('settled', settled, 'failed', failed);
+end
+$$;
+revoke all on function public.refresh_due_tokens() from public, anon, authenticated;
+grant execute on function public.refresh_due_tokens() to service_role;
+
+-- verify_token_ledger: every violation of the bookkeeping invariants, for one
+-- organization or all; no rows when all is well. Checks, per (organization, token
+-- type): balance = sum of the journal; each journal row's balance_after = running sum;
+-- purchased_balance = sum of grants' remaining; reserved = sum of active holds; and per
+-- usage-log row: its journal rows charge exactly tokens_deducted (and refund it once
+-- when refunded). Usage rows older than the first journal row of their type predate
+-- the ledger and are not checked. Service role only.
+create function public.verify_token_ledger(organization_id uuid default null)
+returns setof public.ai_token_ledger_violation
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+  if not private.is_service_role() then
+    perform private.refuse(403, 'service_role_required', 'verify_token_ledger requires the service role');
+  end if;
+
+  return query
+  with tokens as (
+    select t.* from public.ai_tokens t
+    where verify_token_ledger.organization_id is null or t.organization_id = verify_token_ledger.organization_id
+  ),
+  journal as (
+    select l.* from public.ai_token_ledger l
+    where verify_token_ledger.organization_id is null or l.organization_id = verify_token_ledger.organization_id
+  ),
+  sums as (
+    select j.organization_id, j.token_type, sum(j.delta)::bigint as total, min(j.created_at) as started_at
+    from journal j group by j.organization_id, j.token_type
+  )
+  select coalesce(t.organization_id, s.organization_id), coalesce(t.token_type, s.token_type),
+         'balance_mismatch'::text, coalesce(s.total, 0), coalesce(t.balance, 0)::bigint,
+         jsonb_build_object('message', 'balance differs from the sum of its journal')
+  from tokens t
+  full join sums s on s.organization_id = t.organization_id and s.token_type = t.token_type
+  where coalesce(t.balance, 0) <> coalesce(s.total, 0)
+
+  union all
+  select r.organization_id, r.token_type, 'running_balance_mismatch'::text, 0::bigint, count(*)::bigint,
+         jsonb_build_object('first_ledger_id', min(r.id),
+                            'message', 'journal rows whose balance_after is not the running sum')
+  from (
+    select j.id, j.organization_id, j.token_type, j.balance_after,
+           sum(j.delta) over (partition by j.organization_id, j.token_type order by j.id) as running
+    from journal j
+  ) r
+  where r.running <> r.balance_after
+  group by r.organization_id, r.token_type
+
+  union all
+  select t.organization_id, t.token_type, 'purchased_mismatch'::text,
+         coalesce(g.total, 0), t.purchased_balance::bigint,
+         jsonb_build_object('message', 'purchased_balance differs from the sum of the grants'' remaining')
+  from tokens t
+  left join (
+    select g.organization_id, g.token_type, sum(g.remaining)::bigint as total
+    from public.ai_token_grants g group by g.organization_id, g.token_type
+  ) g on g.organization_id = t.organization_id and g.token_type = t.token_type
+  where t.purchased_balance <> coalesce(g.total, 0)
+
+  union all
+  select t.organization_id, t.token_type, 'reserved_mismatch'::text,
+         coalesce(h.total, 0), t.reserved::bigint,
+         jsonb_build_object('message', 'reserved differs from the sum of active holds')
+  from tokens t
+  left join (
+    select r.organization_id, r.token_type, sum(r.held)::bigint as total
+    from public.ai_token_reservations r where r.status = 'active'
+    group by r.organization_id, r.token_type
+  ) h on h.organization_id = t.organization_id and h.token_type = t.token_type
+  where t.reserved <> coalesce(h.total, 0)
+
+  union all
+  select u.organization_id, u.token_type, 'usage_journal_mismatch'::text,
+         u.tokens_deducted::bigint, coalesce(c.charged, 0),
+         jsonb_build_object('usage_id', u.id, 'message', 'the journal does not charge this usage row exactly')
+  from public.ai_token_usage_log u
+  join sums s on s.organization_id = u.organization_id and s.token_type = u.token_type
+  left join (
+    select j.usage_id, -sum(j.delta)::bigint as charged
+    from journal j where j.kind in ('deduction', 'reservation_capture') group by j.usage_id
+  ) c on c.usage_id = u.id
+  where (verify_token_ledger.organization_id is null or u.organization_id = verify_token_ledger.organization_id)
+    and u.created_at >= s.started_at
+    and coalesce(c.charged, 0) <> u.tokens_deducted
+
+  union all
+  select u.organization_id, u.token_type, 'refund_journal_mismatch'::text,
+         case when u.refunded_at is null then 0 else u.tokens_deducted end::bigint, f.refunded,
+         jsonb_build_object('usage_id', u.id, 'message', 'the journal does not refund this usage row exactly once')
+  from public.ai_token_usage_log u
+  join (
+    select j.usage_id, sum(j.delta)::bigint as refunded
+    from journal j where j.kind = 'refund' group by j.usage_id
+  ) f on f.usage_id = u.id
+  where f.refunded <> case when u.refunded_at is null then 0 else u.tokens_deducted end
+
+  union all
+  select u.organization_id, u.token_type, 'refund_journal_mismatch'::text,
+         u.tokens_deducted::bigint, 0::bigint,
+         jsonb_build_object('usage_id', u.id, 'message', 'the journal does not refund this usage row exactly once')
+  from public.ai_token_usage_log u
+  where u.refunded_at is not null
+    and (verify_token_ledger.organization_id is null or u.organization_id = verify_token_ledger.organization_id)
+    and not exists (select 1 from journal j where j.kind = 'refund' and j.usage_id = u.id);
+end
+$$;
+revoke all on function public.verify_token_ledger(uuid) from public, anon, authenticated;
+grant execute on function public.verify_token_ledger(uuid) to service_role;
+
+-- ------------------------------------------------------------------ the daily job
+-- Installed only where pg_cron exists (on Supabase: enable it in the dashboard first).
+
+do $$
+begin
+  if exists (select from pg_extension where extname = 'pg_cron') then
+    perform cron.schedule('ai-tokens-refresh-due', '17 3 * * *', 'select public.refresh_due_tokens()');
+  end if;
+end
+$$;
