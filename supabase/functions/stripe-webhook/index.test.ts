@@ -18,17 +18,6 @@ if (!webhookSecret) {
   );
 }
 
-// set_organization_plan and grant_tokens come from the lifecycle migration. Until it is
-// applied, the tests that need them are reported as ignored rather than silently passing.
-const lifecycle = await withDb(async (sql) => {
-  const [row] = await sql`select count(*)::int as n from pg_proc p
-                          join pg_namespace s on s.oid = p.pronamespace
-                          where s.nspname = 'public'
-                            and p.proname in ('set_organization_plan', 'grant_tokens')`;
-  return row.n >= 2;
-});
-const needsLifecycle = { ignore: !lifecycle };
-
 const unique = () => crypto.randomUUID().replaceAll("-", "");
 
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
@@ -271,7 +260,6 @@ Deno.test("a price with no mapping row is refused (422, so Stripe retries) and c
 
 Deno.test(
   "a signed subscription event delivered three times moves the plan once",
-  needsLifecycle,
   async () => {
     await withPrices(async (prices) => {
       await withOrganization("starter", async (org) => {
@@ -302,7 +290,6 @@ Deno.test(
 
 Deno.test(
   "subscription updated to another price changes the plan; deleted returns to starter",
-  needsLifecycle,
   async () => {
     await withPrices(async (prices) => {
       await withOrganization("pro", async (org) => {
@@ -341,7 +328,6 @@ Deno.test(
 
 Deno.test(
   "a paid token-pack checkout delivered three times grants its tokens once",
-  needsLifecycle,
   async () => {
     await withPrices(async (prices) => {
       await withOrganization("pro", async (org) => {
@@ -374,7 +360,6 @@ Deno.test(
 
 Deno.test(
   "a checkout naming token_type and amount in metadata grants that pack",
-  needsLifecycle,
   async () => {
     await withOrganization("pro", async (org) => {
       const before = await balanceOf(org.organizationId, "general");

@@ -147,8 +147,9 @@ Deno.test("stats gives the guide's totals and one row per token type", async () 
       "low",
       "refreshDate",
     ]);
+    const { tokenType, balance, allocated, used, percentRemaining, low } = goals;
     assertEquals(
-      { ...goals, refreshDate: undefined },
+      { tokenType, balance, allocated, used, percentRemaining, low },
       {
         tokenType: "goal_generation",
         balance: 17,
@@ -156,7 +157,6 @@ Deno.test("stats gives the guide's totals and one row per token type", async () 
         used: 3,
         percentRemaining: 85,
         low: false,
-        refreshDate: undefined,
       },
     );
     assert(!Number.isNaN(Date.parse(goals.refreshDate)), "refreshDate is a timestamp");
@@ -271,40 +271,34 @@ Deno.test("404: an unknown feature", async () => {
 
 // ------------------------------------------------------------------------------ 429
 
-Deno.test("429: a rate-limited deduction answers with Retry-After from the database", async () => {
-  // Rate limiting arrives in a later migration; until then a trigger scoped to this test's
-  // organization raises exactly what it will raise (PT429, reason rate_limited).
+Deno.test("429: past the per-user rate limit, deduct answers Retry-After and spends nothing", async () => {
+  // The limit is data (ai_rate_limits, default 5 spends a minute per user): spend until
+  // refused rather than assume the number.
   await withOrganization("pro", async (org) => {
-    const suffix = org.organizationId.replaceAll("-", "");
-    await withDb(async (sql) => {
-      await sql.unsafe(`
-        create function private.edge_test_rate_limit_${suffix}() returns trigger
-        language plpgsql set search_path = '' as $$
-        begin
-          raise exception using errcode = 'PT429', message = 'Too many AI requests; wait a moment',
-            detail = '{"reason": "rate_limited", "retry_after_seconds": 29.2, "limit": 5}';
-        end $$;
-        create trigger edge_test_rate_limit_${suffix} before update on public.ai_tokens
-          for each row when (old.organization_id = '${org.organizationId}')
-          execute function private.edge_test_rate_limit_${suffix}();`);
-    });
-    try {
-      const answer = await checkBalance(org.token, {
-        organizationId: org.organizationId,
-        featureUsed: "generate_goal",
-        action: "deduct",
-      });
-      assertError(answer, 429, "rate_limited");
-      assertEquals(answer.headers.get("Retry-After"), "30");
-      assertEquals(answer.body.details, { retryAfterSeconds: 29.2, limit: 5 });
-    } finally {
-      await withDb((sql) =>
-        sql.unsafe(`
-          drop trigger edge_test_rate_limit_${suffix} on public.ai_tokens;
-          drop function private.edge_test_rate_limit_${suffix}();`)
-      );
+    const body = {
+      organizationId: org.organizationId,
+      featureUsed: "ask_assistant",
+      action: "deduct",
+    };
+    const before = await balanceOf(org.organizationId, "general");
+    let spent = 0;
+    let answer = await checkBalance(org.token, body);
+    while (answer.status === 200 && spent < 50) {
+      spent++;
+      answer = await checkBalance(org.token, body);
     }
-    assertEquals(await balanceOf(org.organizationId, "goal_generation"), 20);
+    assert(spent > 0 && spent < 50, `spent ${spent} times before a refusal`);
+    assertError(answer, 429, "rate_limited");
+    const retryAfter = Number(answer.headers.get("Retry-After"));
+    assert(
+      Number.isInteger(retryAfter) && retryAfter >= 1 &&
+        retryAfter <= answer.body.details.windowSeconds,
+      `Retry-After ${answer.headers.get("Retry-After")}`,
+    );
+    assertEquals(answer.body.details.limit, spent);
+    assertEquals(answer.body.details.retryAfterSeconds, retryAfter);
+    assertEquals(await balanceOf(org.organizationId, "general"), before! - spent);
+    assertEquals(await usageCount(org.organizationId), spent, "the refused spend left no usage");
   });
 });
 
