@@ -121,6 +121,7 @@ def _print_status(status: StackStatus, as_json: bool) -> None:
         ("service_role key", status.service_role_key),
         ("Publishable key", status.publishable_key),
         ("Secret key", status.secret_key),
+        ("Stripe webhook secret", status.stripe_webhook_secret),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -172,7 +173,7 @@ def stack_status(as_json: JsonOption = False) -> None:
 
 @stack_app.command("env")
 def stack_env(as_json: JsonOption = False) -> None:
-    """Print `export` lines for SUPABASE_URL, keys, JWT secret and DB URL (for `eval`)."""
+    """Print `export` lines for SUPABASE_URL, keys, JWT secrets and DB URL (for `eval`)."""
     try:
         status = Stack().status()
     except StackError as error:

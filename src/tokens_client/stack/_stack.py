@@ -106,6 +106,7 @@ class StackStatus:
     publishable_key: str
     secret_key: str
     functions_url: str
+    stripe_webhook_secret: str
     components: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -123,6 +124,7 @@ class StackStatus:
             "SUPABASE_SERVICE_ROLE_KEY": self.service_role_key,
             "SUPABASE_JWT_SECRET": self.jwt_secret,
             "SUPABASE_DB_URL": self.db_url,
+            "STRIPE_WEBHOOK_SECRET": self.stripe_webhook_secret,
         }
 
 
@@ -195,7 +197,22 @@ class Stack:
             state["secret_key"] = "sb_secret_" + secrets.token_urlsafe(24)
             state["issued_at"] = int(time.time())
             self._save_state(state)
+        if "stripe_webhook_secret" not in state:
+            # A local signing secret, so the stripe-webhook function and its tests agree.
+            state["stripe_webhook_secret"] = "whsec_local_" + secrets.token_urlsafe(24)
+            self._save_state(state)
         return state
+
+    def _functions_env_file(self) -> dict[str, str]:
+        """KEY=VALUE lines of ``supabase/functions/.env`` (git-ignored), as the CLI reads them."""
+        env_file = self.config.project_dir / "supabase" / "functions" / ".env"
+        values: dict[str, str] = {}
+        if env_file.exists():
+            for line in env_file.read_text().splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    key, value = line.split("=", 1)
+                    values.setdefault(key.strip(), value.strip())
+        return values
 
     def status(self) -> StackStatus:
         state = self._secrets()
@@ -218,6 +235,11 @@ class Stack:
             publishable_key=state["publishable_key"],
             secret_key=state["secret_key"],
             functions_url=f"{api_url}/functions/v1",
+            # A STRIPE_WEBHOOK_SECRET in supabase/functions/.env (e.g. from `stripe listen`)
+            # wins over the generated local one.
+            stripe_webhook_secret=self._functions_env_file().get(
+                "STRIPE_WEBHOOK_SECRET", state["stripe_webhook_secret"]
+            ),
             components=self._components(),
         )
 
@@ -635,18 +657,17 @@ http {{
             "SUPABASE_SERVICE_ROLE_KEY": status.service_role_key,
             "SUPABASE_DB_URL": status.db_url,
             "SUPABASE_JWT_SECRET": status.jwt_secret,
+            "STRIPE_WEBHOOK_SECRET": status.stripe_webhook_secret,
             "FUNCTIONS_PORT": str(cfg.functions_port),
             "FUNCTIONS_DIR": str(cfg.project_dir / "supabase" / "functions"),
             "DENO_NO_UPDATE_CHECK": "1",
         }
-        env_file = cfg.project_dir / "supabase" / "functions" / ".env"
-        if env_file.exists():
-            for line in env_file.read_text().splitlines():
-                if "=" in line and not line.lstrip().startswith("#"):
-                    key, value = line.split("=", 1)
-                    env.setdefault(key.strip(), value.strip())
+        for key, value in self._functions_env_file().items():
+            env.setdefault(key, value)
         self._spawn(
             "functions",
+            # npm: imports resolve from Deno's own cache, as on the Edge Runtime, not from
+            # the project's package.json/node_modules (which pin the CLI tools only).
             [
                 str(self._deno()),
                 "run",
@@ -654,6 +675,8 @@ http {{
                 "--allow-env",
                 "--allow-read",
                 "--no-prompt",
+                "--node-modules-dir=none",
+                "--no-lock",
                 str(FUNCTIONS_MAIN),
             ],
             env,
