@@ -15,9 +15,18 @@ from tokens_client._client import (
 )
 from tokens_client._config import Settings
 from tokens_client._models import (
+    Alert,
+    EnforcementMode,
+    EnforcementModeChange,
+    Grant,
+    LedgerViolation,
     Member,
     Organization,
     Plan,
+    PlanChange,
+    RateLimit,
+    RefreshRun,
+    Refund,
     TokenBalance,
     TokenStats,
     UsageEntry,
@@ -96,6 +105,85 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
         """Put an existing auth user in the organization with ``role`` (upsert)."""
         return self._execute(self._add_member(organization_id, user_id, role, full_name))
 
+    def organization(self, organization_id: UUID | str) -> Organization:
+        """One organization. Raises OrganizationNotFound."""
+        return self._execute(self._organization(organization_id))
+
+    def grant_tokens(
+        self,
+        organization_id: UUID | str,
+        token_type: str,
+        amount: int,
+        *,
+        expires_at: datetime | None = None,
+        reason: str | None = None,
+        external_id: str | None = None,
+    ) -> Grant:
+        """Add purchased tokens (kept over refreshes, spent after the allowance).
+
+        Idempotent on ``external_id``. Raises InvalidRequest (invalid_amount),
+        NotFound (unknown_token_type), OrganizationNotFound, IdempotencyConflict.
+        """
+        return self._execute(
+            self._grant_tokens(organization_id, token_type, amount, expires_at, reason, external_id)
+        )
+
+    def set_organization_plan(
+        self, organization_id: UUID | str, plan: Plan, event_id: str | None = None
+    ) -> PlanChange:
+        """Move to ``plan``: upgrades add the difference now, downgrades cap the allowance.
+
+        Idempotent on ``event_id`` (a Stripe event id). Raises InvalidRequest,
+        OrganizationNotFound, IdempotencyConflict.
+        """
+        return self._execute(self._set_organization_plan(organization_id, plan, event_id))
+
+    def set_enforcement_mode(
+        self, mode: EnforcementMode | str, organization_id: UUID | str | None = None
+    ) -> EnforcementModeChange:
+        """enforce / monitor / off for one organization, or the global default.
+
+        ``"inherit"`` removes an organization's own mode.
+        """
+        return self._execute(self._set_enforcement_mode(mode, organization_id))
+
+    def refresh_due_tokens(self) -> RefreshRun:
+        """Settle every refresh, expired grant and expired hold that is due."""
+        return self._execute(self._refresh_due_tokens())
+
+    def verify_token_ledger(
+        self, organization_id: UUID | str | None = None
+    ) -> list[LedgerViolation]:
+        """Every broken bookkeeping invariant (empty when balance = sum of the journal)."""
+        return self._execute(self._verify_token_ledger(organization_id))
+
+    def set_rate_limit(
+        self,
+        max_requests: int,
+        window_seconds: int = 60,
+        *,
+        organization_id: UUID | str | None = None,
+        plan: Plan | None = None,
+        feature: str | None = None,
+    ) -> RateLimit:
+        """Create or change the per-user limit of one scope (None: any)."""
+        return self._execute(
+            self._set_rate_limit(max_requests, window_seconds, organization_id, plan, feature)
+        )
+
+    def refund_deduction(self, usage_id: UUID | str, reason: str | None = None) -> Refund:
+        """Give back a deduction's tokens once. Raises AlreadyRefunded, NotFound."""
+        return self._execute(self._refund_deduction(usage_id, reason))
+
+    def alerts(
+        self,
+        organization_id: UUID | str,
+        since: datetime | timedelta | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """The organization's alerts, newest first."""
+        return self._execute(self._alerts(organization_id, since, limit))
+
 
 class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
     """The async twin of :class:`TokensAdmin`."""
@@ -159,3 +247,71 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
     ) -> Member:
         """See :meth:`TokensAdmin.add_member`."""
         return await self._execute(self._add_member(organization_id, user_id, role, full_name))
+
+    async def organization(self, organization_id: UUID | str) -> Organization:
+        """See :meth:`TokensAdmin.organization`."""
+        return await self._execute(self._organization(organization_id))
+
+    async def grant_tokens(
+        self,
+        organization_id: UUID | str,
+        token_type: str,
+        amount: int,
+        *,
+        expires_at: datetime | None = None,
+        reason: str | None = None,
+        external_id: str | None = None,
+    ) -> Grant:
+        """See :meth:`TokensAdmin.grant_tokens`."""
+        return await self._execute(
+            self._grant_tokens(organization_id, token_type, amount, expires_at, reason, external_id)
+        )
+
+    async def set_organization_plan(
+        self, organization_id: UUID | str, plan: Plan, event_id: str | None = None
+    ) -> PlanChange:
+        """See :meth:`TokensAdmin.set_organization_plan`."""
+        return await self._execute(self._set_organization_plan(organization_id, plan, event_id))
+
+    async def set_enforcement_mode(
+        self, mode: EnforcementMode | str, organization_id: UUID | str | None = None
+    ) -> EnforcementModeChange:
+        """See :meth:`TokensAdmin.set_enforcement_mode`."""
+        return await self._execute(self._set_enforcement_mode(mode, organization_id))
+
+    async def refresh_due_tokens(self) -> RefreshRun:
+        """See :meth:`TokensAdmin.refresh_due_tokens`."""
+        return await self._execute(self._refresh_due_tokens())
+
+    async def verify_token_ledger(
+        self, organization_id: UUID | str | None = None
+    ) -> list[LedgerViolation]:
+        """See :meth:`TokensAdmin.verify_token_ledger`."""
+        return await self._execute(self._verify_token_ledger(organization_id))
+
+    async def set_rate_limit(
+        self,
+        max_requests: int,
+        window_seconds: int = 60,
+        *,
+        organization_id: UUID | str | None = None,
+        plan: Plan | None = None,
+        feature: str | None = None,
+    ) -> RateLimit:
+        """See :meth:`TokensAdmin.set_rate_limit`."""
+        return await self._execute(
+            self._set_rate_limit(max_requests, window_seconds, organization_id, plan, feature)
+        )
+
+    async def refund_deduction(self, usage_id: UUID | str, reason: str | None = None) -> Refund:
+        """See :meth:`TokensAdmin.refund_deduction`."""
+        return await self._execute(self._refund_deduction(usage_id, reason))
+
+    async def alerts(
+        self,
+        organization_id: UUID | str,
+        since: datetime | timedelta | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """See :meth:`TokensAdmin.alerts`."""
+        return await self._execute(self._alerts(organization_id, since, limit))

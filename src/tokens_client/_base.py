@@ -15,12 +15,28 @@ from uuid import UUID
 import jwt
 from pydantic import TypeAdapter
 
-from tokens_client._errors import ConfigurationError, InvalidRequest
+from tokens_client._errors import (
+    ConfigurationError,
+    InvalidRequest,
+    OrganizationNotFound,
+    ReservationNotActive,
+)
 from tokens_client._models import (
+    Alert,
     Deduction,
+    EnforcementModeChange,
     Feature,
+    Grant,
+    LedgerViolation,
     Member,
     Organization,
+    PlanChange,
+    RateLimit,
+    RefreshRun,
+    Refund,
+    Reservation,
+    ReservationCommit,
+    ReservationRelease,
     TokenBalance,
     TokenStats,
     UsageEntry,
@@ -226,6 +242,57 @@ class BaseTokensCalls:
         }
         return Call(_rpc("get_usage_report", params), _list_of(UsageReportRow))
 
+    def _reserve_tokens(
+        self,
+        feature: str,
+        estimate: int,
+        ttl_seconds: int,
+        request_id: str | None,
+        organization_id: UUID | str | None,
+    ) -> Call[Reservation]:
+        params = {
+            "feature": feature,
+            "estimate": estimate,
+            "ttl_seconds": ttl_seconds,
+            "request_id": request_id,
+            "organization_id": _uuid(organization_id, "organization_id"),
+        }
+        return Call(_rpc("reserve_tokens", params), _one(Reservation))
+
+    def _commit_reservation(
+        self, reservation_id: UUID | str, actual: int
+    ) -> Call[ReservationCommit]:
+        params = {"reservation_id": _uuid(reservation_id, "reservation_id"), "actual": actual}
+        return Call(_rpc("commit_reservation", params), _one(ReservationCommit))
+
+    def _release_reservation(self, reservation_id: UUID | str) -> Call[ReservationRelease]:
+        params = {"reservation_id": _uuid(reservation_id, "reservation_id")}
+        return Call(_rpc("release_reservation", params), _one(ReservationRelease))
+
+    def _refund_deduction(self, usage_id: UUID | str, reason: str | None) -> Call[Refund]:
+        params = {"usage_id": _uuid(usage_id, "usage_id"), "reason": reason}
+        return Call(_rpc("refund_deduction", params), _one(Refund))
+
+    def _alerts(
+        self,
+        organization_id: UUID | str | None,
+        since: datetime | timedelta | None,
+        limit: int,
+    ) -> Call[list[Alert]]:
+        org = _uuid(organization_id, "organization_id")
+        since_text = _since(since)
+        rows = _limit(limit)
+
+        def build(supabase: Any) -> Any:
+            query = supabase.table("ai_token_alerts").select("*")
+            if org is not None:
+                query = query.eq("organization_id", org)
+            if since_text is not None:
+                query = query.gte("created_at", since_text)
+            return query.order("created_at", desc=True).order("id", desc=True).limit(rows)
+
+        return Call(build, _list_of(Alert))
+
 
 class BaseAdminCalls(BaseTokensCalls):
     """Requests of the service-role admin client, independent of I/O."""
@@ -261,3 +328,114 @@ class BaseAdminCalls(BaseTokensCalls):
             lambda supabase: supabase.table("user_profiles").upsert(row, on_conflict="id"),
             lambda data: Member(**data[0]),
         )
+
+    def _organization(self, organization_id: UUID | str) -> Call[Organization]:
+        org = _uuid(organization_id, "organization_id")
+
+        def parse(data: Any) -> Organization:
+            if not data:
+                raise OrganizationNotFound(
+                    f"Organization (id={org}) not found", facts={"organization_id": org}
+                )
+            return Organization(**data[0])
+
+        return Call(
+            lambda supabase: supabase.table("organizations").select("*").eq("id", org), parse
+        )
+
+    def _grant_tokens(
+        self,
+        organization_id: UUID | str,
+        token_type: str,
+        amount: int,
+        expires_at: datetime | None,
+        reason: str | None,
+        external_id: str | None,
+    ) -> Call[Grant]:
+        params = {
+            "organization_id": _uuid(organization_id, "organization_id"),
+            "token_type": token_type,
+            "amount": amount,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+            "reason": reason,
+            "external_id": external_id,
+        }
+        return Call(_rpc("grant_tokens", params), _one(Grant))
+
+    def _set_organization_plan(
+        self, organization_id: UUID | str, plan: str, event_id: str | None
+    ) -> Call[PlanChange]:
+        params = {
+            "organization_id": _uuid(organization_id, "organization_id"),
+            "plan": plan,
+            "event_id": event_id,
+        }
+        return Call(_rpc("set_organization_plan", params), _one(PlanChange))
+
+    def _set_enforcement_mode(
+        self, mode: str, organization_id: UUID | str | None
+    ) -> Call[EnforcementModeChange]:
+        params = {"mode": mode, "organization_id": _uuid(organization_id, "organization_id")}
+        return Call(_rpc("set_enforcement_mode", params), _one(EnforcementModeChange))
+
+    def _refresh_due_tokens(self) -> Call[RefreshRun]:
+        return Call(_rpc("refresh_due_tokens", {}), _one(RefreshRun))
+
+    def _verify_token_ledger(
+        self, organization_id: UUID | str | None
+    ) -> Call[list[LedgerViolation]]:
+        params = {"organization_id": _uuid(organization_id, "organization_id")}
+        return Call(_rpc("verify_token_ledger", params), _list_of(LedgerViolation))
+
+    def _set_rate_limit(
+        self,
+        max_requests: int,
+        window_seconds: int,
+        organization_id: UUID | str | None,
+        plan: str | None,
+        feature: str | None,
+    ) -> Call[RateLimit]:
+        params = {
+            "max_requests": max_requests,
+            "window_seconds": window_seconds,
+            "organization_id": _uuid(organization_id, "organization_id"),
+            "plan": plan,
+            "feature": feature,
+        }
+        return Call(_rpc("set_rate_limit", params), _one(RateLimit))
+
+
+class Hold:
+    """A reservation inside ``spend()``: set :attr:`actual` before the block ends.
+
+    On a clean exit the hold is committed for ``actual`` (the estimate when left
+    unset) and :attr:`result` holds the commit; on an exception it is released.
+    """
+
+    def __init__(self, reservation: Reservation) -> None:
+        self.reservation = reservation
+        self.actual: int | None = None
+        self.result: ReservationCommit | None = None
+        self.released: ReservationRelease | None = None
+
+    @property
+    def reservation_id(self) -> UUID:
+        return self.reservation.reservation_id
+
+    @property
+    def estimate(self) -> int:
+        return self.reservation.estimate
+
+    def amount_to_commit(self) -> int:
+        return self.estimate if self.actual is None else self.actual
+
+
+def note_release_failure(error: BaseException, release_error: Exception) -> None:
+    """Keep the block's own exception; mention a release that failed too."""
+    if isinstance(release_error, ReservationNotActive) and release_error.reservation_status in (
+        "expired",
+        "released",
+    ):
+        return  # nothing was held any more: the outcome the release wanted
+    if hasattr(error, "add_note"):
+        error.add_note(f"releasing the token reservation also failed: {release_error!r}")

@@ -6,6 +6,8 @@ builds a call there and runs it with its own (sync or async) I/O.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import TypeVar
 from uuid import UUID
@@ -18,12 +20,25 @@ from typing_extensions import Self
 from tokens_client._base import (
     BaseTokensCalls,
     Call,
+    Hold,
+    note_release_failure,
     require_public_key,
     require_user_token,
 )
 from tokens_client._config import Settings
 from tokens_client._errors import error_from_api, error_from_transport
-from tokens_client._models import Deduction, Feature, TokenBalance, TokenStats, UsageEntry
+from tokens_client._models import (
+    Alert,
+    Deduction,
+    Feature,
+    Refund,
+    Reservation,
+    ReservationCommit,
+    ReservationRelease,
+    TokenBalance,
+    TokenStats,
+    UsageEntry,
+)
 
 T = TypeVar("T")
 
@@ -190,6 +205,73 @@ class TokensClient(SyncExecutor, BaseTokensCalls):
         """The feature catalog: each feature's token type and cost."""
         return self._execute(self._features())
 
+    def reserve_tokens(
+        self,
+        feature: str,
+        estimate: int,
+        ttl_seconds: int = 300,
+        request_id: str | None = None,
+        organization_id: UUID | str | None = None,
+    ) -> Reservation:
+        """Hold ``estimate`` tokens for a call whose cost is known afterwards.
+
+        Raises the same errors as :meth:`deduct_tokens`, and InvalidRequest
+        (invalid_amount) for an estimate outside 1..1e9.
+        """
+        return self._execute(
+            self._reserve_tokens(feature, estimate, ttl_seconds, request_id, organization_id)
+        )
+
+    def commit_reservation(self, reservation_id: UUID | str, actual: int) -> ReservationCommit:
+        """Charge ``actual`` (at most the estimate) and give the rest of the hold back.
+
+        Raises ReservationExceeded, ReservationNotActive, NotFound, PermissionDenied.
+        """
+        return self._execute(self._commit_reservation(reservation_id, actual))
+
+    def release_reservation(self, reservation_id: UUID | str) -> ReservationRelease:
+        """Give the whole hold back. Raises ReservationNotActive, NotFound."""
+        return self._execute(self._release_reservation(reservation_id))
+
+    @contextmanager
+    def spend(
+        self,
+        feature: str,
+        estimate: int,
+        *,
+        ttl_seconds: int = 300,
+        request_id: str | None = None,
+        organization_id: UUID | str | None = None,
+    ) -> Iterator[Hold]:
+        """Reserve, run the block, then commit ``hold.actual`` or release on an exception.
+
+        ::
+
+            with client.spend("generate_quest", estimate=10) as hold:
+                quest = call_the_model()
+                hold.actual = quest.tokens_used
+        """
+        hold = Hold(
+            self.reserve_tokens(feature, estimate, ttl_seconds, request_id, organization_id)
+        )
+        try:
+            yield hold
+        except BaseException as error:
+            try:
+                hold.released = self.release_reservation(hold.reservation_id)
+            except Exception as release_error:
+                note_release_failure(error, release_error)
+            raise
+        hold.result = self.commit_reservation(hold.reservation_id, hold.amount_to_commit())
+
+    def refund_deduction(self, usage_id: UUID | str, reason: str | None = None) -> Refund:
+        """Give back a deduction's tokens once (owners/admins). Raises AlreadyRefunded."""
+        return self._execute(self._refund_deduction(usage_id, reason))
+
+    def alerts(self, since: datetime | timedelta | None = None, limit: int = 100) -> list[Alert]:
+        """The organization's alerts, newest first (owners/admins; members see none)."""
+        return self._execute(self._alerts(None, since, limit))
+
 
 class AsyncTokensClient(AsyncExecutor, BaseTokensCalls):
     """The async twin of :class:`TokensClient`; same methods, awaitable."""
@@ -252,3 +334,60 @@ class AsyncTokensClient(AsyncExecutor, BaseTokensCalls):
     async def features(self) -> list[Feature]:
         """See :meth:`TokensClient.features`."""
         return await self._execute(self._features())
+
+    async def reserve_tokens(
+        self,
+        feature: str,
+        estimate: int,
+        ttl_seconds: int = 300,
+        request_id: str | None = None,
+        organization_id: UUID | str | None = None,
+    ) -> Reservation:
+        """See :meth:`TokensClient.reserve_tokens`."""
+        return await self._execute(
+            self._reserve_tokens(feature, estimate, ttl_seconds, request_id, organization_id)
+        )
+
+    async def commit_reservation(
+        self, reservation_id: UUID | str, actual: int
+    ) -> ReservationCommit:
+        """See :meth:`TokensClient.commit_reservation`."""
+        return await self._execute(self._commit_reservation(reservation_id, actual))
+
+    async def release_reservation(self, reservation_id: UUID | str) -> ReservationRelease:
+        """See :meth:`TokensClient.release_reservation`."""
+        return await self._execute(self._release_reservation(reservation_id))
+
+    @asynccontextmanager
+    async def spend(
+        self,
+        feature: str,
+        estimate: int,
+        *,
+        ttl_seconds: int = 300,
+        request_id: str | None = None,
+        organization_id: UUID | str | None = None,
+    ) -> AsyncIterator[Hold]:
+        """See :meth:`TokensClient.spend`; use with ``async with``."""
+        hold = Hold(
+            await self.reserve_tokens(feature, estimate, ttl_seconds, request_id, organization_id)
+        )
+        try:
+            yield hold
+        except BaseException as error:
+            try:
+                hold.released = await self.release_reservation(hold.reservation_id)
+            except Exception as release_error:
+                note_release_failure(error, release_error)
+            raise
+        hold.result = await self.commit_reservation(hold.reservation_id, hold.amount_to_commit())
+
+    async def refund_deduction(self, usage_id: UUID | str, reason: str | None = None) -> Refund:
+        """See :meth:`TokensClient.refund_deduction`."""
+        return await self._execute(self._refund_deduction(usage_id, reason))
+
+    async def alerts(
+        self, since: datetime | timedelta | None = None, limit: int = 100
+    ) -> list[Alert]:
+        """See :meth:`TokensClient.alerts`."""
+        return await self._execute(self._alerts(None, since, limit))

@@ -17,8 +17,15 @@ one of these classes and chains the original error. Nobody matches message text.
     ├── InvalidRequest            400: bad or missing arguments, wrong types, bad amounts
     ├── InsufficientTokens        402 insufficient_tokens (required, balance, token_type)
     ├── Conflict                  409
-    │   └── IdempotencyConflict   409 idempotency_conflict: request_id reused elsewhere
+    │   ├── IdempotencyConflict   409 idempotency_conflict: request_id reused elsewhere
+    │   ├── ReservationExceeded   409 reservation_exceeded: commit above the estimate
+    │   ├── ReservationNotActive  409 reservation_not_active: hold already settled/expired
+    │   └── AlreadyRefunded       409 already_refunded
     └── RateLimited               429 rate_limited (retry_after seconds)
+
+PermissionDenied also carries not_reservation_holder, admin_required and
+service_role_required; NotFound reservation_not_found, usage_not_found and
+unknown_token_type; InvalidRequest invalid_amount, invalid_plan and invalid_mode.
 """
 
 from __future__ import annotations
@@ -165,6 +172,29 @@ class IdempotencyConflict(Conflict):
     default_reason = "idempotency_conflict"
 
 
+class ReservationExceeded(Conflict):
+    """commit_reservation with more than the estimate (refused, the hold stays active)."""
+
+    default_reason = "reservation_exceeded"
+
+
+class ReservationNotActive(Conflict):
+    """The hold was already committed, released or has expired."""
+
+    default_reason = "reservation_not_active"
+
+    @property
+    def reservation_status(self) -> str | None:
+        value = self.facts.get("status")
+        return str(value) if value is not None else None
+
+
+class AlreadyRefunded(Conflict):
+    """The usage entry was refunded before."""
+
+    default_reason = "already_refunded"
+
+
 class RateLimited(TokensError):
     """Too many deductions in the window; retry after ``retry_after`` seconds."""
 
@@ -186,6 +216,9 @@ _BY_REASON: dict[str, type[TokensError]] = {
         OrganizationNotFound,
         InsufficientTokens,
         IdempotencyConflict,
+        ReservationExceeded,
+        ReservationNotActive,
+        AlreadyRefunded,
         RateLimited,
     )
 }

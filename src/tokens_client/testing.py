@@ -138,16 +138,26 @@ def admin(stack_env: StackEnv) -> Iterator[TokensAdmin]:
 
 
 OrgFactory = Callable[..., uuid.UUID]
+RELAXED_RATE_LIMIT = 1_000_000
 UserFactory = Callable[..., TestUser]
 
 
 @pytest.fixture
 def make_org(admin: TokensAdmin) -> OrgFactory:
-    """Create an organization on ``plan`` with initialized tokens; returns its id."""
+    """Create an organization on ``plan`` with initialized tokens; returns its id.
 
-    def factory(plan: Plan = "pro", name: str | None = None) -> uuid.UUID:
+    Its per-user rate limit is relaxed unless ``rate_limited=True``.
+    """
+
+    def factory(
+        plan: Plan = "pro", name: str | None = None, *, rate_limited: bool = False
+    ) -> uuid.UUID:
         org = admin.create_organization(name or f"Org {uuid.uuid4().hex[:8]}", plan)
         admin.initialize_tokens(org.id)
+        if not rate_limited:
+            # Tests that are not about the per-user rate limit spend freely; the ones
+            # that are pass rate_limited=True and get the plan's real limit.
+            admin.set_rate_limit(RELAXED_RATE_LIMIT, 60, organization_id=org.id)
         return org.id
 
     return factory
