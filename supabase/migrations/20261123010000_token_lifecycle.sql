@@ -946,9 +946,14 @@ begin
   end if;
   select r.organization_id into target_organization
   from private.resolve_organization(deduct_tokens.organization_id) r;
-  select * into price from private.look_up_feature(deduct_tokens.feature, target_organization);
+  if deduct_tokens.feature is null or length(btrim(deduct_tokens.feature)) = 0 then
+    perform private.refuse(400, 'invalid_request', 'feature is required',
+      jsonb_build_object('field', 'feature'));
+  end if;
   mode := private.enforcement_mode(target_organization);
 
+  -- A retry is answered before pricing: the first call spent, so a plan change or a
+  -- catalog edit since then must not turn its replay into a refusal.
   if deduct_tokens.request_id is not null then
     -- Serialise retries of one request so exactly one of them spends.
     perform pg_advisory_xact_lock(hashtextextended(target_organization::text || '/' || deduct_tokens.request_id, 0));
@@ -976,6 +981,8 @@ begin
         'message', format('Used %s tokens for %s', previous.tokens_deducted, previous.feature_used));
     end if;
   end if;
+
+  select * into price from private.look_up_feature(deduct_tokens.feature, target_organization);
 
   if mode = 'off' then
     select t.balance into remaining from public.ai_tokens t

@@ -54,9 +54,14 @@ begin
   end if;
   select r.organization_id into target_organization
   from private.resolve_organization(reserve_tokens.organization_id) r;
-  select * into price from private.look_up_feature(reserve_tokens.feature, target_organization);
+  if reserve_tokens.feature is null or length(btrim(reserve_tokens.feature)) = 0 then
+    perform private.refuse(400, 'invalid_request', 'feature is required',
+      jsonb_build_object('field', 'feature'));
+  end if;
   mode := private.enforcement_mode(target_organization);
 
+  -- A retry is answered before pricing, like deduct_tokens: the hold exists, so a plan
+  -- change or a catalog edit since then must not turn its replay into a refusal.
   if reserve_tokens.request_id is not null then
     perform pg_advisory_xact_lock(hashtextextended(
       'ai_tokens/reservation/' || target_organization::text || '/' || reserve_tokens.request_id, 0));
@@ -75,6 +80,8 @@ begin
         || jsonb_build_object('replayed', true, 'available', greatest(available, 0), 'would_have_refused', null);
     end if;
   end if;
+
+  select * into price from private.look_up_feature(reserve_tokens.feature, target_organization);
 
   context := jsonb_build_object('feature', reserve_tokens.feature, 'user_id', caller,
                                 'request_id', reserve_tokens.request_id, 'estimate', reserve_tokens.estimate);

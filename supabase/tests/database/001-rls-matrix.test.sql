@@ -105,11 +105,18 @@ end
 $$;
 
 -- A user spends tokens through the API, leaving a usage-log row signed with their id.
+-- A spending refusal (402/403/429) is returned, not raised, since the token lifecycle:
+-- a fixture that was refused stops the file instead of silently writing nothing.
 create function tests.spend_as(name text, feature text) returns void
 language plpgsql as $$
+declare
+  result jsonb;
 begin
   perform tests.authenticate_as(name);
-  perform public.deduct_tokens(feature);
+  result := public.deduct_tokens(feature);
+  if result ? 'code' then
+    raise exception 'tests.spend_as: % was refused %: %', name, feature, result;
+  end if;
   perform tests.clear_authentication();
 end
 $$;

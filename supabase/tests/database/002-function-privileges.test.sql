@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(81);
+select plan(289);
 
 -- ------------------------------------------------------------------ helpers
 create schema tests;
@@ -29,21 +29,59 @@ create table tests.intended_grants (
 insert into tests.intended_grants values
   -- Admin API: service role only.
   ('public.initialize_tokens(uuid,text)',                         false, false, false, true),
+  ('public.grant_tokens(uuid,text,integer,timestamp with time zone,text,text)',
+                                                                  false, false, false, true),
+  ('public.set_organization_plan(uuid,text,text)',                false, false, false, true),
+  ('public.set_enforcement_mode(text,uuid)',                      false, false, false, true),
+  ('public.set_rate_limit(integer,integer,uuid,text,text)',       false, false, false, true),
+  ('public.refresh_due_tokens()',                                 false, false, false, true),
+  ('public.verify_token_ledger(uuid)',                            false, false, false, true),
   -- The user API: signed-in users and the service role.
   ('public.has_enough_tokens(text,uuid)',                         true,  false, true,  true),
   ('public.deduct_tokens(text,uuid,text)',                        true,  false, true,  true),
   ('public.get_token_stats(uuid)',                                true,  false, true,  true),
+  ('public.reserve_tokens(text,integer,integer,text,uuid)',       true,  false, true,  true),
+  ('public.commit_reservation(uuid,integer)',                     true,  false, true,  true),
+  ('public.release_reservation(uuid)',                            true,  false, true,  true),
+  ('public.refund_deduction(uuid,text)',                          true,  false, true,  true),
   -- Security invoker: row-level security decides which usage rows count.
   ('public.get_usage_report(uuid,text,timestamp with time zone)', false, false, true,  true),
   -- The membership seam: RLS policies call it as the querying role.
   ('private.memberships()',                                       true,  false, true,  true),
-  -- Security-invoker functions (initialize_tokens, get_usage_report) call these as
-  -- their caller; they read only the caller's own memberships or raise a refusal.
+  -- Security-invoker functions (get_usage_report for members; the admin API for the
+  -- service role) call these as their caller; they read only the caller's own
+  -- memberships or raise a refusal.
   ('private.refuse(integer,text,text,jsonb)',                     false, false, true,  true),
   ('private.is_service_role()',                                   false, false, true,  true),
   ('private.resolve_organization(uuid)',                          false, false, true,  true),
+  -- Lifecycle helpers granted to the service role: the security-invoker admin API
+  -- (initialize_tokens, grant_tokens, set_organization_plan, set_enforcement_mode,
+  -- refresh_due_tokens) runs settle_tokens, plan_allocation, next_refresh,
+  -- settlement_due and enforcement_mode as the service role. The others are granted
+  -- to it too (it may call them from SQL); they reveal nothing it cannot read anyway.
+  ('private.settle_tokens(uuid,text)',                            false, false, false, true),
+  ('private.plan_allocation(text,text)',                          false, false, false, true),
+  ('private.next_refresh(timestamp with time zone)',              false, false, false, true),
+  ('private.settlement_due(uuid,text,timestamp with time zone)',  false, false, false, true),
+  ('private.enforcement_mode(uuid)',                              false, false, false, true),
+  ('private.membership_role(uuid)',                               false, false, false, true),
+  ('private.look_up_feature(text,uuid)',                          false, false, false, true),
+  ('private.price_feature(text,uuid)',                            false, false, false, true),
+  ('private.settled_view(ai_tokens)',                             false, false, false, true),
+  ('private.settled_tokens(ai_tokens)',                           false, false, false, true),
   -- Only called from SECURITY DEFINER functions (as their owner).
-  ('private.price_feature(text,uuid)',                            false, false, false, false);
+  ('private.check_rate_limit(uuid,uuid,text,text)',               false, false, false, false),
+  ('private.consume_grants(uuid,text,integer,uuid)',              false, false, false, false),
+  ('private.refusal(integer,text,text,jsonb)',                    false, false, false, false),
+  ('private.record_refusal(jsonb,uuid,text,text,jsonb)',          false, false, false, false),
+  ('private.refusal_response(jsonb,uuid,text,jsonb)',             false, false, false, false),
+  ('private.refusal_summary(jsonb)',                              false, false, false, false),
+  ('private.reservation_json(ai_token_reservations)',             false, false, false, false),
+  ('private.reservation_for_settlement(uuid)',                    false, false, false, false),
+  -- Trigger functions (a trigger fires without EXECUTE); the journal's is SECURITY
+  -- DEFINER so it is written whoever changes a balance.
+  ('private.journal_token_balance()',                             true,  false, false, false),
+  ('private.notify_token_alert()',                                false, false, false, false);
 
 -- The functions of public and private that are not part of an extension.
 create function tests.own_functions() returns setof oid

@@ -1,12 +1,17 @@
 -- Spending tokens through the API, as the callers PostgREST would send: a member with
--- their JWT, anon, and the service role. Every refusal is checked for its SQLSTATE
--- (the HTTP status), its message and the JSON detail with its "reason", and for
--- writing nothing.
+-- their JWT, anon, and the service role. A refusal that raises (bad input, unknown
+-- feature, not a member, conflicts) is checked for its SQLSTATE (the HTTP status), its
+-- message and the JSON detail with its "reason", and for writing nothing. The three
+-- spending refusals (402 insufficient_tokens, 403 feature_not_in_plan, 429
+-- rate_limited) do not raise since the token lifecycle (docs/lifecycle.md): deduct_tokens
+-- records a 'refused' alert, sets response.status and returns PostgREST's error body
+-- {code, message, details (JSON text), hint}; they are checked for that body and
+-- status, and for writing nothing but their alert.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(84);
+select plan(93);
 
 -- ------------------------------------------------------------------ helpers
 -- Created inside this transaction and rolled back with it.
@@ -117,6 +122,51 @@ exception when others then
 end
 $$;
 
+-- What a call answers: its jsonb result, or {raised: sqlstate, message} when it raises.
+create function tests.answer(statement text) returns jsonb
+language plpgsql as $$
+declare
+  result jsonb;
+  error_code text;
+  error_message text;
+begin
+  execute statement into result;
+  return result;
+exception when others then
+  get stacked diagnostics error_code = returned_sqlstate, error_message = message_text;
+  return jsonb_build_object('raised', error_code, 'message', error_message);
+end
+$$;
+
+-- A spending refusal deduct_tokens returns instead of raising, as PostgREST answers it:
+-- {http_status (from response.status), code, message, hint, details (the JSON text,
+-- parsed)}. Anything else cannot pass for one: a call that raises gives {raised:
+-- sqlstate, message}, a result that is not exactly PostgREST's error body (code,
+-- message, details as a string, hint) gives {returned: result}. Runs as the current caller.
+create function tests.returned_refusal(statement text) returns jsonb
+language plpgsql as $$
+declare
+  body jsonb;
+  error_code text;
+  error_message text;
+begin
+  perform set_config('response.status', '', true);
+  execute statement into body;
+  if jsonb_typeof(body) is distinct from 'object'
+     or (select array_agg(k order by k) from jsonb_object_keys(body) k) <> array['code', 'details', 'hint', 'message']
+     or jsonb_typeof(body -> 'details') <> 'string' then
+    return jsonb_build_object('returned', body);
+  end if;
+  return jsonb_build_object(
+    'http_status', nullif(current_setting('response.status', true), '')::integer,
+    'code', body -> 'code', 'message', body -> 'message', 'hint', body -> 'hint',
+    'details', (body ->> 'details')::jsonb);
+exception when others then
+  get stacked diagnostics error_code = returned_sqlstate, error_message = message_text;
+  return jsonb_build_object('raised', error_code, 'message', error_message);
+end
+$$;
+
 -- Results of calls kept for later tests.
 create table tests.results (name text primary key, result jsonb not null);
 grant insert on tests.results to anon, authenticated, service_role;
@@ -148,6 +198,40 @@ language sql security definer set search_path = '' as $$
   select o.plan from public.organizations o where o.id = tests.id(organization)
 $$;
 
+-- Everything a deduction may write for an organization: each balance, and the rows of
+-- the usage log, the journal, the refused alerts and the other (threshold) alerts.
+create function tests.footprint(organization text) returns jsonb
+language sql security definer set search_path = '' as $$
+  select jsonb_build_object(
+    'usage_rows', (select count(*) from public.ai_token_usage_log l where l.organization_id = tests.id(organization)),
+    'ledger_rows', (select count(*) from public.ai_token_ledger l where l.organization_id = tests.id(organization)),
+    'refused_alerts', (select count(*) from public.ai_token_alerts a
+                       where a.organization_id = tests.id(organization) and a.kind = 'refused'),
+    'other_alerts', (select count(*) from public.ai_token_alerts a
+                     where a.organization_id = tests.id(organization) and a.kind <> 'refused'))
+  || coalesce((select jsonb_object_agg('balance of ' || t.token_type, t.balance) from public.ai_tokens t
+               where t.organization_id = tests.id(organization)), '{}'::jsonb)
+$$;
+create function tests.save_footprint(name text, organization text) returns void
+language sql as $$ insert into tests.results values (name, tests.footprint(organization)) $$;
+-- What changed since the footprint saved under name: {key: after - before} for each
+-- count or balance that moved ({} when nothing did).
+create function tests.changes_since(name text, organization text) returns jsonb
+language sql as $$
+  select coalesce(jsonb_object_agg(a.key, a.value::text::bigint - coalesce(b.value::text::bigint, 0)), '{}'::jsonb)
+  from jsonb_each(tests.footprint(organization)) a
+  left join jsonb_each(tests.result(name)) b on b.key = a.key
+  where a.value is distinct from b.value
+$$;
+-- The organization's latest refused alert, read as postgres (members cannot read alerts).
+create function tests.latest_refusal(organization text) returns jsonb
+language sql security definer set search_path = '' as $$
+  select jsonb_build_object('kind', a.kind, 'reason', a.reason, 'token_type', a.token_type, 'details', a.details)
+  from public.ai_token_alerts a
+  where a.organization_id = tests.id(organization) and a.kind = 'refused'
+  order by a.id desc limit 1
+$$;
+
 -- ----------------------------------------------------------------- fixtures
 do $$
 begin
@@ -166,6 +250,11 @@ begin
   perform tests.create_user('uninitialized member', 'uninitialized org');
   perform tests.create_user('downgraded member', 'downgraded org');
   perform tests.create_user('loner', null);
+
+  -- This file is about balances, refusals and retries. The per-user rate limit
+  -- (default 5 deductions per 60 s; 107-rate-limits) would refuse the member's sixth
+  -- deduction here, so the pro organization gets a negotiated limit it never reaches.
+  perform public.set_rate_limit(1000000, 60, tests.id('pro org'));
 end
 $$;
 
@@ -185,7 +274,8 @@ select is(
   jsonb_build_object(
     'success', true, 'remaining_balance', 17, 'tokens_deducted', 3, 'token_type', 'goal_generation',
     'feature', 'generate_goal', 'organization_id', tests.id('pro org'), 'request_id', null,
-    'replayed', false, 'message', 'Used 3 tokens for generate_goal'),
+    'replayed', false, 'enforcement', 'enforce', 'would_have_refused', null,
+    'message', 'Used 3 tokens for generate_goal'),
   'deduct_tokens(generate_goal) returns the documented result'
 );
 select is(tests.result('first') ->> 'message', 'Used 3 tokens for generate_goal', 'the message is the guide''s');
@@ -215,27 +305,45 @@ select is(
 select is(public.has_enough_tokens('generate_goal'), false, 'has_enough_tokens: 2 tokens do not cover a goal (3)');
 select is(public.has_enough_tokens('generate_quest'), true, 'has_enough_tokens: 2 tokens cover a quest (2) exactly');
 
-select throws_ok($$ select public.deduct_tokens('generate_goal') $$, 'PT402', 'You''re out of AI tokens',
-  'the seventh goal is refused with PT402');
+select tests.save_footprint('before the seventh goal', 'pro org');
 select is(
-  tests.refusal($$ select public.deduct_tokens('generate_goal') $$),
-  jsonb_build_object('sqlstate', 'PT402', 'message', 'You''re out of AI tokens', 'detail', jsonb_build_object(
+  tests.returned_refusal($$ select public.deduct_tokens('generate_goal') $$) - 'details',
+  '{"http_status": 402, "code": "PT402", "message": "You''re out of AI tokens", "hint": null}'::jsonb,
+  'the seventh goal is refused: deduct_tokens returns the PT402 error body and sets response.status 402'
+);
+select is(
+  tests.returned_refusal($$ select public.deduct_tokens('generate_goal') $$) -> 'details',
+  jsonb_build_object(
     'reason', 'insufficient_tokens', 'feature', 'generate_goal', 'token_type', 'goal_generation',
-    'required', 3, 'balance', 2, 'initialized', true)),
-  'the refusal says insufficient_tokens, with what was required and what is left'
+    'required', 3, 'balance', 2, 'reserved', 0, 'available', 2, 'initialized', true),
+  'the refusal''s details say insufficient_tokens, with what was required and what is left'
 );
 select results_eq(
   $$ select tests.balance('pro org', 'goal_generation'), tests.usage_count('pro org') $$,
   $$ values (2, 6) $$,
   'a refused deduction changes no balance and writes no usage'
 );
+select is(tests.changes_since('before the seventh goal', 'pro org'), '{"refused_alerts": 2}'::jsonb,
+  'the two refused calls wrote one refused alert each and nothing else (no balance, usage or journal row)');
+select is(
+  tests.latest_refusal('pro org'),
+  jsonb_build_object('kind', 'refused', 'reason', 'insufficient_tokens', 'token_type', 'goal_generation',
+    'details', jsonb_build_object(
+      'reason', 'insufficient_tokens', 'feature', 'generate_goal', 'token_type', 'goal_generation',
+      'required', 3, 'balance', 2, 'reserved', 0, 'available', 2, 'initialized', true,
+      'user_id', tests.id('member'), 'request_id', null, 'http_status', 402,
+      'message', 'You''re out of AI tokens', 'enforcement', 'enforce', 'refused', true)),
+  'the refused alert records who was refused, why, and the numbers'
+);
 
 select is((public.deduct_tokens('generate_quest') ->> 'remaining_balance')::integer, 0,
   'a balance equal to the cost can be spent, down to 0');
 select is(
-  tests.refusal($$ select public.deduct_tokens('generate_quest') $$) -> 'detail',
-  jsonb_build_object('reason', 'insufficient_tokens', 'feature', 'generate_quest', 'token_type', 'goal_generation',
-    'required', 2, 'balance', 0, 'initialized', true),
+  tests.returned_refusal($$ select public.deduct_tokens('generate_quest') $$),
+  jsonb_build_object('http_status', 402, 'code', 'PT402', 'message', 'You''re out of AI tokens', 'hint', null,
+    'details', jsonb_build_object('reason', 'insufficient_tokens', 'feature', 'generate_quest',
+      'token_type', 'goal_generation', 'required', 2, 'balance', 0, 'reserved', 0, 'available', 0,
+      'initialized', true)),
   'at 0 even the cheapest feature of the type is refused'
 );
 select results_eq(
@@ -247,18 +355,23 @@ select is(public.has_enough_tokens('ask_assistant'), true, 'other token types ar
 
 -- ============================================== refusals that write nothing
 -- A starter organization: its plan has no allocation, so no feature is offered.
+select tests.save_footprint('starter before', 'starter org');
 select tests.authenticate_as('starter member');
-select throws_ok($$ select public.deduct_tokens('ask_assistant') $$, 'PT403', 'Not available on Starter plan',
-  'starter organization: PT403 Not available on Starter plan');
 select is(
-  tests.refusal($$ select public.deduct_tokens('ask_assistant') $$),
-  jsonb_build_object('sqlstate', 'PT403', 'message', 'Not available on Starter plan', 'detail', jsonb_build_object(
-    'reason', 'feature_not_in_plan', 'feature', 'ask_assistant', 'plan', 'starter', 'token_type', 'general')),
+  tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$) - 'details',
+  '{"http_status": 403, "code": "PT403", "message": "Not available on Starter plan", "hint": null}'::jsonb,
+  'starter organization: PT403 Not available on Starter plan (returned, response.status 403)');
+select is(
+  tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$) -> 'details',
+  jsonb_build_object(
+    'reason', 'feature_not_in_plan', 'feature', 'ask_assistant', 'plan', 'starter', 'token_type', 'general'),
   'starter organization: the reason is feature_not_in_plan'
 );
 select throws_ok($$ select public.has_enough_tokens('ask_assistant') $$, 'PT403', 'Not available on Starter plan',
-  'has_enough_tokens refuses a feature outside the plan the same way');
+  'has_enough_tokens refuses a feature outside the plan with the same status and message (raised)');
 select is(tests.usage_count('starter org'), 0, 'the starter organization''s usage log stays empty');
+select is(tests.changes_since('starter before', 'starter org'), '{"refused_alerts": 2}'::jsonb,
+  'the starter organization''s refusals wrote nothing but a refused alert each');
 
 -- Unknown and missing features.
 select tests.authenticate_as('member');
@@ -315,7 +428,8 @@ insert into tests.results values
 select is(
   tests.result('own org named') - '{usage_id, message, request_id, success}'::text[],
   jsonb_build_object('remaining_balance', 49, 'tokens_deducted', 1, 'token_type', 'general',
-    'feature', 'ask_assistant', 'organization_id', tests.id('pro org'), 'replayed', false),
+    'feature', 'ask_assistant', 'organization_id', tests.id('pro org'), 'replayed', false,
+    'enforcement', 'enforce', 'would_have_refused', null),
   'naming one''s own organization is accepted'
 );
 
@@ -340,14 +454,18 @@ select is(
   'an authenticated JWT without sub: PT401 unauthenticated'
 );
 
+select tests.save_footprint('uninitialized before', 'uninitialized org');
 select tests.authenticate_as('uninitialized member');
 select is(
-  tests.refusal($$ select public.deduct_tokens('ask_assistant') $$),
-  jsonb_build_object('sqlstate', 'PT402', 'message', 'You''re out of AI tokens', 'detail', jsonb_build_object(
-    'reason', 'insufficient_tokens', 'feature', 'ask_assistant', 'token_type', 'general',
-    'required', 1, 'balance', 0, 'initialized', false)),
+  tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$),
+  jsonb_build_object('http_status', 402, 'code', 'PT402', 'message', 'You''re out of AI tokens', 'hint', null,
+    'details', jsonb_build_object(
+      'reason', 'insufficient_tokens', 'feature', 'ask_assistant', 'token_type', 'general',
+      'required', 1, 'balance', 0, 'reserved', 0, 'available', 0, 'initialized', false)),
   'an organization whose tokens were never initialized: PT402 with initialized false'
 );
+select is(tests.changes_since('uninitialized before', 'uninitialized org'), '{"refused_alerts": 1}'::jsonb,
+  'the refusal created no token row and wrote nothing but its refused alert');
 
 -- ================================================================ idempotency
 select tests.authenticate_as('member');
@@ -355,7 +473,7 @@ insert into tests.results values ('req-1', public.deduct_tokens('ask_assistant',
 select is(
   tests.result('req-1') - '{usage_id, message, success, organization_id}'::text[],
   '{"remaining_balance": 48, "tokens_deducted": 1, "token_type": "general", "feature": "ask_assistant",
-    "request_id": "req-1", "replayed": false}'::jsonb,
+    "request_id": "req-1", "replayed": false, "enforcement": "enforce", "would_have_refused": null}'::jsonb,
   'a first call with a request_id spends and says replayed: false'
 );
 insert into tests.results values ('req-1 again', public.deduct_tokens('ask_assistant', request_id => 'req-1'));
@@ -400,21 +518,47 @@ select is(
   public.deduct_tokens('ask_assistant', request_id => 'req-1')
     - '{usage_id, message, success, tokens_deducted, token_type, feature}'::text[],
   jsonb_build_object('remaining_balance', 49, 'organization_id', tests.id('other org'),
-    'request_id', 'req-1', 'replayed', false),
+    'request_id', 'req-1', 'replayed', false, 'enforcement', 'enforce', 'would_have_refused', null),
   'request_ids are per organization: another organization''s req-1 is a new request'
 );
 
 -- A retry must return the first result even when the plan changed in between: the
 -- tokens were spent, and refusing the retry would tell the client they were not.
+-- (A refusal would not raise: it would come back as a PT403 body, so the retry's result
+-- itself is compared with the first.)
 select tests.authenticate_as('downgraded member');
-select is((public.deduct_tokens('ask_assistant', request_id => 'req-d') ->> 'replayed')::boolean, false,
+insert into tests.results values ('req-d', public.deduct_tokens('ask_assistant', request_id => 'req-d'));
+select is((tests.result('req-d') ->> 'replayed')::boolean, false,
   'a member of a pro organization spends with request_id req-d');
 select tests.authenticate_as_service_role();
 select is((select count(*)::integer from public.initialize_tokens(tests.id('downgraded org'), 'starter')), 5,
   'the organization then moves to starter');
 select tests.authenticate_as('downgraded member');
-select is(tests.refusal($$ select public.deduct_tokens('ask_assistant', request_id => 'req-d') $$), null::jsonb,
-  'a retry of req-d after the move to starter is replayed, not refused');
+select is(tests.answer($$ select public.deduct_tokens('ask_assistant', request_id => 'req-d') $$),
+  tests.result('req-d') || '{"replayed": true}',
+  'a retry of req-d after the move to starter is replayed (the first result), not refused');
+
+-- The same when the feature left the catalog since: the retry is answered before the
+-- feature is looked up; a new request for it is an unknown feature.
+select tests.clear_authentication();
+insert into public.ai_features (feature, token_type, cost) values ('tests_retired_feature', 'general', 1);
+select tests.authenticate_as('other member');
+insert into tests.results values
+  ('req-retired', public.deduct_tokens('tests_retired_feature', request_id => 'req-retired'));
+select is(tests.result('req-retired') ->> 'tokens_deducted', '1', 'a member spends on a feature with request_id req-retired');
+select tests.clear_authentication();
+delete from public.ai_features where feature = 'tests_retired_feature';
+select tests.authenticate_as('other member');
+select is(tests.answer($$ select public.deduct_tokens('tests_retired_feature', request_id => 'req-retired') $$),
+  tests.result('req-retired') || '{"replayed": true}',
+  'a retry of req-retired after the feature left the catalog is replayed (the first result)');
+select is(tests.refusal($$ select public.deduct_tokens('tests_retired_feature', request_id => 'req-retired-2') $$) -> 'detail',
+  '{"reason": "unknown_feature", "feature": "tests_retired_feature"}'::jsonb,
+  'a new request for the retired feature is an unknown feature (PT404)');
+select is(
+  tests.refusal($$ select public.deduct_tokens('', request_id => 'req-retired') $$),
+  '{"sqlstate": "PT400", "message": "feature is required", "detail": {"reason": "invalid_request", "field": "feature"}}'::jsonb,
+  'a retry without a feature is still bad input (PT400), not a replay');
 
 -- ========================================================== anon and service_role
 select tests.authenticate_as_anon();
@@ -431,7 +575,8 @@ insert into tests.results values
 select is(
   tests.result('service') - '{usage_id, message, success, request_id}'::text[],
   jsonb_build_object('remaining_balance', 46, 'tokens_deducted', 1, 'token_type', 'general',
-    'feature', 'ask_assistant', 'organization_id', tests.id('pro org'), 'replayed', false),
+    'feature', 'ask_assistant', 'organization_id', tests.id('pro org'), 'replayed', false,
+    'enforcement', 'enforce', 'would_have_refused', null),
   'service_role deducts from the organization it names'
 );
 select is(
@@ -492,7 +637,11 @@ select results_eq(
   'on starter every balance and allocation is 0'
 );
 select tests.authenticate_as('moving member');
-select throws_ok($$ select public.deduct_tokens('ask_assistant') $$, 'PT403', 'Not available on Starter plan',
+select is(
+  tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$),
+  jsonb_build_object('http_status', 403, 'code', 'PT403', 'message', 'Not available on Starter plan', 'hint', null,
+    'details', jsonb_build_object(
+      'reason', 'feature_not_in_plan', 'feature', 'ask_assistant', 'plan', 'starter', 'token_type', 'general')),
   'after the move to starter its members are refused AI features');
 
 select tests.authenticate_as_service_role();
@@ -520,8 +669,9 @@ select tests.authenticate_as('member');
 insert into tests.results values ('fresh stats', public.get_token_stats());
 select is(
   tests.result('fresh stats') - 'by_type',
-  jsonb_build_object('organization_id', tests.id('pro org'), 'plan', 'pro',
-    'total_balance', 250, 'total_allocated', 250, 'total_used', 0),
+  jsonb_build_object('organization_id', tests.id('pro org'), 'plan', 'pro', 'enforcement', 'enforce',
+    'total_balance', 250, 'total_allocated', 250, 'total_used', 0,
+    'total_purchased', 0, 'total_reserved', 0, 'total_available', 250),
   'get_token_stats of a fresh pro organization: 250 of 250, none used'
 );
 select results_eq(
@@ -545,24 +695,29 @@ select is(
 );
 insert into tests.results values ('stats at 20%', public.get_token_stats());
 select is(
-  (select e - 'refresh_date' from jsonb_array_elements(tests.result('stats at 20%') -> 'by_type') e
+  (select e - '{refresh_date, period_started_at}'::text[]
+   from jsonb_array_elements(tests.result('stats at 20%') -> 'by_type') e
    where e ->> 'token_type' = 'goal_generation'),
   '{"token_type": "goal_generation", "balance": 4, "allocated": 20, "used": 16,
+    "purchased_balance": 0, "reserved": 0, "available": 4,
     "percent_remaining": 20.0, "low": false}'::jsonb,
   'at exactly 20% of the allocation the type is not low'
 );
 select is(
   tests.result('stats at 20%') - '{by_type, organization_id, plan}'::text[],
-  '{"total_balance": 234, "total_allocated": 250, "total_used": 16}'::jsonb,
+  '{"enforcement": "enforce", "total_balance": 234, "total_allocated": 250, "total_used": 16,
+    "total_purchased": 0, "total_reserved": 0, "total_available": 234}'::jsonb,
   'the totals add up the types'
 );
 
 select is((public.deduct_tokens('generate_quest') ->> 'remaining_balance')::integer, 2, 'one more quest leaves 2');
 insert into tests.results values ('stats at 10%', public.get_token_stats());
 select is(
-  (select e - 'refresh_date' from jsonb_array_elements(tests.result('stats at 10%') -> 'by_type') e
+  (select e - '{refresh_date, period_started_at}'::text[]
+   from jsonb_array_elements(tests.result('stats at 10%') -> 'by_type') e
    where e ->> 'token_type' = 'goal_generation'),
   '{"token_type": "goal_generation", "balance": 2, "allocated": 20, "used": 18,
+    "purchased_balance": 0, "reserved": 0, "available": 2,
     "percent_remaining": 10.0, "low": true}'::jsonb,
   'below 20% of the allocation the type is low'
 );
@@ -583,6 +738,15 @@ update public.ai_tokens set balance = 500000000, total_allocated = 500000000
 where organization_id = tests.id('other org') and token_type = 'general';
 select lives_ok(format('select public.get_token_stats(%L)', tests.id('other org')),
   'get_token_stats works for an allocation of 500,000,000 tokens');
+select is(
+  (select e - '{refresh_date, period_started_at}'::text[]
+   from jsonb_array_elements(public.get_token_stats(tests.id('other org')) -> 'by_type') e
+   where e ->> 'token_type' = 'general'),
+  '{"token_type": "general", "balance": 500000000, "allocated": 500000000, "used": 0,
+    "purchased_balance": 0, "reserved": 0, "available": 500000000,
+    "percent_remaining": 100.0, "low": false}'::jsonb,
+  'and reports it right: full, not low'
+);
 
 select tests.clear_authentication();
 

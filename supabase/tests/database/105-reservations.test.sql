@@ -5,7 +5,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(40);
+select plan(43);
 
 -- Test helpers: act as a user (null: the service role) or as postgres again; the error a
 -- statement raises as {sqlstate, message, detail} (null when it succeeds).
@@ -204,6 +204,38 @@ select pg_temp.act_as(:'member_a2');
 select is_empty('select 1 from public.ai_token_reservations', 'another member does not read them');
 select pg_temp.act_as(:'admin_a');
 select is((select count(*) from public.ai_token_reservations), 4::bigint, 'an admin reads the organization''s holds');
+
+-- A retry is answered before the feature is looked up: a hold whose feature left the
+-- catalog since is still replayed (it exists and holds tokens), not refused as unknown.
+select pg_temp.act_as_postgres();
+create function pg_temp.answer(statement text) returns jsonb language plpgsql as $$
+declare
+  result jsonb;
+  state text;
+  msg text;
+begin
+  execute statement into result;
+  return result;
+exception when others then
+  get stacked diagnostics state = returned_sqlstate, msg = message_text;
+  return jsonb_build_object('raised', state, 'message', msg);
+end $$;
+grant execute on function pg_temp.answer(text) to authenticated, service_role;
+insert into public.ai_features (feature, token_type, cost) values ('tests_retired_hold', 'general', 1);
+select pg_temp.act_as(:'member_a');
+select public.reserve_tokens('tests_retired_hold', 2, 60, 'retired-' || :'org_a') as retired_hold \gset
+select pg_temp.act_as_postgres();
+delete from public.ai_features where feature = 'tests_retired_hold';
+select pg_temp.act_as(:'member_a');
+select is(pg_temp.answer(format('select public.reserve_tokens(%L, 2, 60, %L)', 'tests_retired_hold', 'retired-' || :'org_a')),
+  (:'retired_hold'::jsonb) || '{"replayed": true}',
+  'a retry after the feature left the catalog returns the same hold');
+select is(pg_temp.failure(format('select public.reserve_tokens(%L, 2, 60, %L)', 'tests_retired_hold', 'retired-2-' || :'org_a')) -> 'detail',
+  '{"reason": "unknown_feature", "feature": "tests_retired_hold"}'::jsonb,
+  'a new hold for the retired feature is an unknown feature (404)');
+select is(pg_temp.failure(format('select public.reserve_tokens(%L, 2, 60, %L)', ' ', 'retired-' || :'org_a')) -> 'detail',
+  '{"reason": "invalid_request", "field": "feature"}'::jsonb,
+  'a retry without a feature is still bad input (400), not a replay');
 select pg_temp.act_as_postgres();
 select is_empty('select * from public.verify_token_ledger()', 'the ledger and the reserved counters are consistent');
 

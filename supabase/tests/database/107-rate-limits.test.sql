@@ -1,9 +1,10 @@
--- Per-user rate limit: at most 5 spends per user in any 60 seconds by default, per plan
--- and per feature as data; refusals answer 429 with retry_after_seconds and are recorded.
+-- Per-user rate limit: at most 5 spends per user in any 60 seconds by default, per plan,
+-- per feature and per organization as data; refusals answer 429 with retry_after_seconds
+-- and are recorded.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(23);
+select plan(36);
 
 -- Test helpers: act as a user (null: the service role) or as postgres again; the error a
 -- statement raises as {sqlstate, message, detail} (null when it succeeds).
@@ -126,6 +127,73 @@ select is(count(*), 2::bigint, 'pro: the generate_leads row (2 per 60 s) applies
 from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'pro-leads-' || i) r
 where (r ->> 'success')::boolean;
 select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
+
+-- Per organization (20261123040000): the service role sets an organization's own limit
+-- with set_rate_limit; it wins over feature and plan rows, and only that organization
+-- sees it.
+select pg_temp.act_as_postgres();
+select gen_random_uuid() as org_o, gen_random_uuid() as org_p, gen_random_uuid() as member_o,
+       gen_random_uuid() as member_p \gset
+insert into auth.users (id, aud, role, email) values
+  (:'member_o', 'authenticated', 'authenticated', 'member-' || :'member_o' || '@test'),
+  (:'member_p', 'authenticated', 'authenticated', 'member-' || :'member_p' || '@test');
+insert into public.organizations (id, name, plan) values (:'org_o', 'Limits O', 'pro'), (:'org_p', 'Limits P', 'pro');
+insert into public.user_profiles (id, organization_id, role) values
+  (:'member_o', :'org_o', 'member'), (:'member_p', :'org_p', 'member');
+select from public.initialize_tokens(:'org_o');
+select from public.initialize_tokens(:'org_p');
+
+select pg_temp.act_as(null);
+select to_jsonb(public.set_rate_limit(3, 60, :'org_o')) as org_limit \gset
+select is((:'org_limit'::jsonb) - 'id',
+  jsonb_build_object('organization_id', :'org_o', 'plan', null, 'feature', null, 'max_requests', 3, 'window_seconds', 60),
+  'set_rate_limit creates the organization''s own row and returns it');
+select is(to_jsonb(public.set_rate_limit(1, 60, :'org_o')),
+  (:'org_limit'::jsonb) || '{"max_requests": 1}',
+  'set_rate_limit on the same scope changes that row (same id), it does not add one');
+select pg_temp.act_as(:'member_o');
+select is(public.deduct_tokens('generate_leads') ->> 'success', 'true', 'the organization''s first spend succeeds');
+select is((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb - 'retry_after_seconds',
+  '{"reason": "rate_limited", "feature": "ask_assistant", "limit": 1, "window_seconds": 60}'::jsonb,
+  'its own row (1 per 60 s) wins over the default row');
+select is((public.deduct_tokens('generate_leads') ->> 'details')::jsonb ->> 'limit', '1',
+  'and over the generate_leads feature row');
+select pg_temp.act_as(:'member_p');
+select is(count(*), 2::bigint, 'another organization on the same plan keeps the shared rows (generate_leads: 2 per 60 s)')
+from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'p-leads-' || i) r
+where (r ->> 'success')::boolean;
+select pg_temp.act_as(null);
+select from public.set_rate_limit(3, 60, :'org_o', null, 'generate_leads');
+select pg_temp.act_as(:'member_o');
+select is(count(*), 2::bigint, 'an organization''s row for one feature wins for that feature and counts only its spends (1 + 2 of 3)')
+from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'o-leads-' || i) r
+where (r ->> 'success')::boolean;
+select is((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'limit', '1',
+  'other features still follow the organization''s own row');
+select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
+
+select results_eq(
+  $$select max_requests, feature from public.ai_rate_limits where organization_id is not null order by max_requests$$,
+  $$values (1, null::text), (3, 'generate_leads')$$,
+  'members read their organization''s own limits');
+select pg_temp.act_as(:'member_p');
+select is_empty($$select 1 from public.ai_rate_limits where organization_id is not null$$,
+  'a member of another organization does not read them');
+select is((select count(*) from public.ai_rate_limits), 4::bigint, 'and reads the four shared rows');
+
+select pg_temp.act_as(null);
+select results_eq(
+  $$select f ->> 'sqlstate', f -> 'detail' ->> 'reason', f -> 'detail' ->> 'field' from (values
+      (1, pg_temp.failure('select public.set_rate_limit(0)')),
+      (2, pg_temp.failure('select public.set_rate_limit(1, 86401)')),
+      (3, pg_temp.failure($q$select public.set_rate_limit(1, 60, null, 'platinum')$q$)),
+      (4, pg_temp.failure($q$select public.set_rate_limit(1, 60, null, null, 'teleport')$q$)),
+      (5, pg_temp.failure('select public.set_rate_limit(1, 60, gen_random_uuid())'))) v (n, f) order by n$$,
+  $$values ('PT400'::text, 'invalid_request'::text, 'max_requests'::text), ('PT400', 'invalid_request', 'window_seconds'),
+           ('PT400', 'invalid_plan', null), ('PT404', 'unknown_feature', null), ('PT404', 'organization_not_found', null)$$,
+  'set_rate_limit refuses bad limits, unknown plans, features and organizations');
+select pg_temp.act_as_postgres();
+select is((select count(*) from public.ai_rate_limits), 6::bigint, 'and wrote nothing for them');
 
 -- In monitor mode a rate-limited call goes through and is recorded as would-be refused.
 select pg_temp.act_as(null);

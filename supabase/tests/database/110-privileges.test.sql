@@ -42,7 +42,8 @@ select results_eq(
       'public.release_reservation(uuid)', 'public.refund_deduction(uuid, text)',
       'public.initialize_tokens(uuid, text)', 'public.grant_tokens(uuid, text, integer, timestamp with time zone, text, text)',
       'public.set_organization_plan(uuid, text, text)', 'public.set_enforcement_mode(text, uuid)',
-      'public.refresh_due_tokens()', 'public.verify_token_ledger(uuid)']) f$$,
+      'public.refresh_due_tokens()', 'public.verify_token_ledger(uuid)',
+      'public.set_rate_limit(integer, integer, uuid, text, text)']) f$$,
   $$values
       ('public.deduct_tokens(text, uuid, text)', false, true, true),
       ('public.has_enough_tokens(text, uuid)', false, true, true),
@@ -56,7 +57,8 @@ select results_eq(
       ('public.set_organization_plan(uuid, text, text)', false, false, true),
       ('public.set_enforcement_mode(text, uuid)', false, false, true),
       ('public.refresh_due_tokens()', false, false, true),
-      ('public.verify_token_ledger(uuid)', false, false, true)$$,
+      ('public.verify_token_ledger(uuid)', false, false, true),
+      ('public.set_rate_limit(integer, integer, uuid, text, text)', false, false, true)$$,
   'user functions: authenticated and service_role; admin functions: service_role only; anon: nothing');
 
 select is_empty(
@@ -65,11 +67,20 @@ select is_empty(
       and has_function_privilege('public', p.oid, 'execute')$$,
   'no function in public or private is executable by PUBLIC');
 
+-- authenticated executes the membership seam (RLS policies call it as the querying
+-- role) and the three helpers that public.get_usage_report, a SECURITY INVOKER function
+-- so that RLS decides which usage rows a member sees, calls as its caller
+-- (20261123000100_usage_report). They expose nothing but the caller's own membership:
+-- is_service_role reads the caller's role, resolve_organization checks a claimed
+-- organization against the caller's memberships, refuse only raises. None of the
+-- lifecycle helpers is among them.
 select results_eq(
   $$select p.oid::regprocedure::text from pg_proc p
-    where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')$$,
-  $$values ('private.memberships()')$$,
-  'of the private helpers, authenticated executes only the membership seam (used by policies)');
+    where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')
+    order by 1$$,
+  $$values ('private.is_service_role()'), ('private.memberships()'), ('private.refuse(integer,text,text,jsonb)'),
+           ('private.resolve_organization(uuid)')$$,
+  'of the private helpers, authenticated executes only the membership seam and the helpers of get_usage_report');
 
 select is_empty(
   $$select p.oid::regprocedure from pg_proc p
