@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -43,6 +44,31 @@ def two_runs(local_stack: StackEnv) -> tuple[subprocess.CompletedProcess[str], .
     return run_demo(), run_demo()
 
 
+def test_demo_runs_again_and_again_within_the_rate_limit_window(
+    two_runs: tuple[subprocess.CompletedProcess[str], ...], db: Database
+) -> None:
+    """Alice spends twice a run (a deduction and a reservation), more than the default 5
+    per minute over three runs; Acme's own limit keeps every rerun unrefused."""
+    third = run_demo()
+    assert third.returncode == 0, third.stderr
+    assert third.stdout == two_runs[0].stdout
+    alice = "00000000-0000-4000-a000-00000000a11c"
+    recent = db.value(
+        "select (select count(*) from ai_token_usage_log where user_id = %s and "
+        "reservation_id is null and created_at > now() - interval '60 seconds') + "
+        "(select count(*) from ai_token_reservations where user_id = %s and "
+        "created_at > now() - interval '60 seconds')",
+        (alice, alice),
+    )
+    assert recent >= 6, "more spends in the window than the default limit of 5"
+    refused = db.value(
+        "select count(*) from ai_token_alerts where organization_id = %s and "
+        "reason = 'rate_limited' and created_at > now() - interval '60 seconds'",
+        (ACME,),
+    )
+    assert refused == 0
+
+
 def test_demo_exits_zero_and_tells_the_story(
     two_runs: tuple[subprocess.CompletedProcess[str], ...],
 ) -> None:
@@ -57,6 +83,10 @@ def test_demo_exits_zero_and_tells_the_story(
         "✓ Used 3 tokens for generate_goal · 17 goal_generation tokens left",
         "✓ Used 2 tokens for generate_quest · 15 goal_generation tokens left",
         "first answer replayed, nothing spent · still 15 left",
+        "✓ Per-user rate limit of Acme: 1000 spends per 60 s",
+        "✓ Held 10 goal_generation tokens while the model writes · 5 still available to others",
+        "✓ The model used 6: 6 charged, 4 given back · 9 goal_generation tokens left",
+        "✓ Refunded 6 goal_generation tokens · 15 left",
         "Acme · pro plan",
         "15 / 20",
         "245 / 250",
@@ -84,8 +114,8 @@ def test_demo_json_matches_the_database(local_stack: StackEnv, db: Database) -> 
     assert all(step["expected"] for step in steps)
     assert [step["outcome"] for step in steps].count("refused") == 2
 
-    deductions = [step["data"] for step in steps if isinstance(step["data"], dict)]
-    goal, quest, retry = (d for d in deductions if "remaining_balance" in d)
+    deductions = [step["data"] for step in steps if "tokens_deducted" in (step["data"] or {})]
+    goal, quest, retry = (d for d in deductions if "success" in d)
     assert (goal["feature"], goal["remaining_balance"], goal["replayed"]) == (
         "generate_goal",
         17,
@@ -104,6 +134,40 @@ def test_demo_json_matches_the_database(local_stack: StackEnv, db: Database) -> 
         (ACME, "goal_generation"),
     )
     assert balance == 15
+
+    held, committed = (d for d in deductions if "reservation_id" in d)
+    assert held["reservation_id"] == committed["reservation_id"]
+    reservation = db.execute(
+        "select status, estimate, held, actual, charged, usage_id from ai_token_reservations "
+        "where id = %s",
+        (held["reservation_id"],),
+    )
+    assert reservation == [("committed", 10, 10, 6, 6, UUID(committed["usage_id"]))]
+    refund = next(step["data"] for step in steps if "tokens_refunded" in (step["data"] or {}))
+    assert refund["usage_id"] == committed["usage_id"]
+    usage = db.execute(
+        "select tokens_deducted, reservation_id, refunded_at is not null, refund_reason "
+        "from ai_token_usage_log where id = %s",
+        (refund["usage_id"],),
+    )
+    assert usage == [(6, UUID(held["reservation_id"]), True, "the model returned an empty quest")]
+    journal = db.execute(
+        "select kind, delta from ai_token_ledger where organization_id = %s and "
+        "usage_id = %s order by id",
+        (ACME, refund["usage_id"]),
+    )
+    assert journal == [("reservation_capture", -6), ("refund", 6)]
+    assert db.value(
+        "select reserved from ai_tokens where organization_id = %s and token_type = %s",
+        (ACME, "goal_generation"),
+    ) == 0, "nothing is held after the demo"
+    assert db.execute("select * from verify_token_ledger(%s)", (ACME,)) == []
+
+    limit = next(step["data"] for step in steps if "max_requests" in (step["data"] or {}))
+    assert db.execute(
+        "select max_requests, window_seconds from ai_rate_limits where organization_id = %s",
+        (ACME,),
+    ) == [(limit["max_requests"], limit["window_seconds"])] == [(1000, 60)]
     refusals = [step["data"]["reason"] for step in steps if step["outcome"] == "refused"]
     assert refusals == ["feature_not_in_plan", "not_a_member"]
 

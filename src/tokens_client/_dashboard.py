@@ -1,4 +1,4 @@
-"""What the CLI shows: the guide's TokenDashboard, usage and organization tables, JSON.
+"""What the CLI shows: the guide's TokenDashboard, usage, organization and alert tables.
 
 Pure rendering (rich renderables and JSON values from the client's models): no I/O, so
 ``tokens stats`` and ``tokens demo`` draw the same dashboard.
@@ -17,7 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from tokens_client._models import (
+    Alert,
+    LedgerViolation,
     Organization,
+    PlanChange,
     TokenStats,
     TokenTypeStats,
     UsageGrouping,
@@ -44,6 +47,13 @@ def day(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).date().isoformat() if moment else "—"
 
 
+def moment(value: datetime | None) -> str:
+    """A timestamp in UTC to the second (``2026-11-23 22:27:32``), ``—`` when absent."""
+    if value is None:
+        return "—"
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def percent(part: int, whole: int) -> str:
     """``part`` of ``whole`` as a whole percentage (``85%``)."""
     return f"{100 * part / whole:.0f}%" if whole > 0 else "—"
@@ -65,13 +75,28 @@ def balance_bar(balance: int, allocated: int, width: int = BAR_WIDTH) -> Text:
     return bar
 
 
-def _type_row(entry: TokenTypeStats) -> list[RenderableType]:
+def available_of(entry: TokenTypeStats) -> int:
+    """What can be spent now: balance - held (the SQL's ``available``)."""
+    if entry.available is not None:
+        return entry.available
+    return max(entry.balance - entry.reserved, 0)
+
+
+def _type_row(entry: TokenTypeStats, holdings: bool) -> list[RenderableType]:
+    extra: list[RenderableType] = []
+    if holdings:
+        extra = [
+            Text(str(entry.purchased_balance), style="" if entry.purchased_balance else "dim"),
+            Text(str(entry.reserved), style="" if entry.reserved else "dim"),
+            Text(str(available_of(entry))),
+        ]
     if entry.allocated <= 0 and entry.balance <= 0:
         return [
             Text(entry.token_type, style="dim"),
             balance_bar(0, 0),
             Text("0 / 0", style="dim"),
             Text("—", style="dim"),
+            *extra,
             Text("not in plan", style="dim"),
         ]
     name = Text(entry.token_type)
@@ -84,27 +109,57 @@ def _type_row(entry: TokenTypeStats) -> list[RenderableType]:
         balance_bar(entry.balance, entry.allocated),
         Text(f"{entry.balance} / {entry.allocated}"),
         left,
+        *extra,
         Text(day(entry.refresh_date)),
     ]
 
 
+MODE_NOTES = {
+    "monitor": "Monitor mode: nothing is refused; what enforce mode would refuse is recorded "
+    "as an alert, and a deduction takes at most what is there.",
+    "off": "Token checks are off: nothing is checked or charged.",
+}
+
+
 def stats_dashboard(stats: TokenStats, name: str | None = None) -> RenderableType:
-    """The TokenDashboard: a bar per token type, totals, and a warning per low balance."""
+    """The TokenDashboard: a bar per token type, totals, and a warning per low balance.
+
+    Purchased, held (reserved) and available tokens get columns when the organization
+    has any; a mode other than enforce is named in the title and explained below.
+    """
     title = Text(f"{name or stats.organization_id} · {stats.plan} plan", style="bold")
+    if stats.enforcement != "enforce":
+        title.append(f" · {stats.enforcement} mode", style="bold magenta")
+    holdings = stats.total_purchased > 0 or stats.total_reserved > 0
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("Token type", no_wrap=True)
     table.add_column("", no_wrap=True)
     table.add_column("Balance", justify="right", no_wrap=True)
     table.add_column("Left", justify="right", no_wrap=True)
+    if holdings:
+        table.add_column("Purchased", justify="right", no_wrap=True)
+        table.add_column("Held", justify="right", no_wrap=True)
+        table.add_column("Available", justify="right", no_wrap=True)
     table.add_column("Refreshes", no_wrap=True)
     for entry in stats.by_type:
-        table.add_row(*_type_row(entry))
+        table.add_row(*_type_row(entry, holdings))
     table.add_section()
+    total_available = stats.total_available
+    if total_available is None:
+        total_available = sum(available_of(entry) for entry in stats.by_type)
+    totals: list[RenderableType] = []
+    if holdings:
+        totals = [
+            Text(str(stats.total_purchased), style="bold"),
+            Text(str(stats.total_reserved), style="bold"),
+            Text(str(total_available), style="bold"),
+        ]
     table.add_row(
         Text("Total", style="bold"),
         balance_bar(stats.total_balance, stats.total_allocated),
         Text(f"{stats.total_balance} / {stats.total_allocated}", style="bold"),
         Text(percent(stats.total_balance, stats.total_allocated), style="bold"),
+        *totals,
         Text(f"{stats.total_used} used"),
     )
     notes: list[RenderableType] = []
@@ -118,8 +173,18 @@ def stats_dashboard(stats: TokenStats, name: str | None = None) -> RenderableTyp
                     style="bold yellow",
                 )
             )
+    if holdings:
+        notes.append(
+            Text(
+                "Purchased tokens are kept over refreshes and spent after the allowance; held "
+                "tokens are reserved for AI calls in progress (available = balance - held).",
+                style="dim",
+            )
+        )
     if stats.total_allocated == 0:
         notes.append(Text(f"AI features are not available on the {stats.plan} plan.", "dim"))
+    if stats.enforcement in MODE_NOTES:
+        notes.append(Text(MODE_NOTES[stats.enforcement], style="magenta"))
     return Group(title, table, *notes)
 
 
@@ -160,4 +225,128 @@ def organizations_table(organizations: Sequence[Organization]) -> RenderableType
     table.add_column("Id", no_wrap=True, style="dim")
     for organization in organizations:
         table.add_row(organization.name, organization.plan, str(organization.id))
+    return table
+
+
+THRESHOLD_KINDS = ("usage_80_percent", "balance_below_20_percent", "balance_exhausted")
+_KIND_STYLES = {
+    "usage_80_percent": "bold yellow",
+    "balance_below_20_percent": "bold yellow",
+    "balance_exhausted": "bold red",
+    "refused": "",
+}
+
+
+def _fact(details: dict[str, Any], key: str) -> Any:
+    value = details.get(key)
+    return "?" if value is None else value
+
+
+def alert_summary(alert: Alert) -> str:
+    """The facts of an alert worth reading in one line (the JSON has all of them)."""
+    details = alert.details
+    if alert.kind in THRESHOLD_KINDS:
+        text = (
+            f"balance {_fact(details, 'balance')} of {_fact(details, 'allocated')} allocated, "
+            f"{_fact(details, 'used')} used"
+        )
+        purchased = details.get("purchased_balance")
+        return text + (f", {purchased} purchased" if purchased else "")
+    parts = [str(details.get("feature") or "?")]
+    if details.get("http_status") is not None:
+        parts.append(f"HTTP {details['http_status']}")
+    if alert.reason == "insufficient_tokens":
+        parts.append(
+            f"needed {_fact(details, 'required')}, available {_fact(details, 'available')}"
+        )
+    elif alert.reason == "rate_limited":
+        parts.append(
+            f"limit {_fact(details, 'limit')} per {_fact(details, 'window_seconds')} s, "
+            f"retry after {_fact(details, 'retry_after_seconds')} s"
+        )
+    elif alert.reason == "feature_not_in_plan":
+        parts.append(f"plan {_fact(details, 'plan')}")
+    if details.get("refused") is False:
+        charged = details.get("charged")
+        parts.append(
+            "not refused (monitor)" + (f", charged {charged}" if charged is not None else "")
+        )
+    if details.get("reservation_id"):
+        parts.append(f"reservation {details['reservation_id']}")
+    if details.get("user_id"):
+        parts.append(f"user {details['user_id']}")
+    return " · ".join(parts)
+
+
+def alerts_table(alerts: Sequence[Alert], title: str) -> RenderableType:
+    """``tokens alerts``: newest first, threshold crossings highlighted."""
+    if not alerts:
+        return Text(f"{title}: no alerts.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("When (UTC)", no_wrap=True)
+    table.add_column("Kind", no_wrap=True)
+    table.add_column("Token type", no_wrap=True)
+    table.add_column("Reason", no_wrap=True)
+    table.add_column("Details")
+    for alert in alerts:
+        style = _KIND_STYLES.get(alert.kind, "")
+        kind = Text(f"⚠ {alert.kind}" if alert.kind in THRESHOLD_KINDS else alert.kind, style)
+        table.add_row(
+            moment(alert.created_at),
+            kind,
+            alert.token_type,
+            alert.reason or "—",
+            Text(alert_summary(alert), style=style),
+        )
+    thresholds = sum(alert.kind in THRESHOLD_KINDS for alert in alerts)
+    counts = Text(
+        f"{len(alerts)} alert(s): {thresholds} threshold crossing(s), "
+        f"{len(alerts) - thresholds} refusal(s)",
+        style="dim",
+    )
+    return Group(Text(title, style="bold"), table, counts)
+
+
+def plan_change_table(change: PlanChange) -> RenderableType:
+    """``tokens plan``: allocation and balance of each token type, before → after."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Token type", no_wrap=True)
+    table.add_column("Allocation", justify="right", no_wrap=True)
+    table.add_column("Balance", justify="right", no_wrap=True)
+    for entry in change.changes:
+        same = (entry.previous_allocation, entry.previous_balance) == (
+            entry.allocation,
+            entry.balance,
+        )
+        table.add_row(
+            entry.token_type,
+            f"{entry.previous_allocation} → {entry.allocation}",
+            f"{entry.previous_balance} → {entry.balance}",
+            style="dim" if same else "",
+        )
+    return table
+
+
+def ledger_violations_table(
+    violations: Sequence[LedgerViolation], names: dict[Any, str]
+) -> RenderableType:
+    """``tokens ledger verify``: each broken bookkeeping invariant."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Organization")
+    table.add_column("Token type", no_wrap=True)
+    table.add_column("Violation", no_wrap=True, style="bold red")
+    table.add_column("Expected", justify="right", no_wrap=True)
+    table.add_column("Actual", justify="right", no_wrap=True)
+    table.add_column("Details")
+    for violation in violations:
+        organization = violation.organization_id
+        details = violation.details or {}
+        table.add_row(
+            names.get(organization) or str(organization or "—"),
+            violation.token_type or "—",
+            violation.violation,
+            "—" if violation.expected is None else str(violation.expected),
+            "—" if violation.actual is None else str(violation.actual),
+            ", ".join(f"{key} {value}" for key, value in details.items()),
+        )
     return table

@@ -2,7 +2,11 @@
 
 Acme (pro) has Alice (owner) and Bob (member); Tinkerers (starter) has Carol. The demo
 resets Acme's tokens first, so every run tells the same story: a check, two deductions,
-a retried request that spends nothing, the dashboard, and two refusals.
+a retried request that spends nothing, a reservation for a call whose cost is known
+afterwards and its refund, the dashboard, and two refusals.
+
+Acme gets a per-user rate limit of its own (``DEMO_RATE_LIMIT`` spends a minute instead
+of the default 5) so that running the demo again at once is never rate limited.
 
 Users act through :class:`~tokens_client.TokensClient` with JWTs minted from the stack's
 secret, exactly as a backend would act for a signed-in user; only the reset uses the
@@ -25,12 +29,15 @@ from tokens_client._admin import TokensAdmin
 from tokens_client._client import TokensClient
 from tokens_client._dashboard import jsonable, stats_dashboard
 from tokens_client._errors import FeatureNotInPlan, NotAMember
-from tokens_client._models import Deduction, UsageEntry
+from tokens_client._models import Deduction, RateLimit, UsageEntry
 from tokens_client.stack import StackStatus, mint_jwt
 
 ACME = UUID("00000000-0000-4000-b000-00000000ac3e")
 TINKERERS = UUID("00000000-0000-4000-b000-0000000071e4")
 COMPETITOR = "Globex"  # created on the first run: Acme's competitor, also on pro
+DEMO_RATE_LIMIT = 1000  # spends per user per minute in Acme; each run makes 2 per user
+QUEST_ESTIMATE = 10  # what Alice holds for her long quest
+QUEST_ACTUAL = 6  # what the model turns out to use
 
 
 @dataclass(frozen=True)
@@ -114,9 +121,13 @@ def _spent(deduction: Deduction) -> str:
 def _names(entries: list[UsageEntry]) -> str:
     """``generate_goal 3 (Alice), …`` in the order they happened."""
     by_id = {user.id: user.name for user in USERS}
+
+    def who(entry: UsageEntry) -> str:
+        name = by_id.get(entry.user_id, "someone") if entry.user_id else "service role"
+        return f"{name}, refunded" if entry.refunded_at else name
+
     return ", ".join(
-        f"{entry.feature_used} {entry.tokens_deducted} "
-        f"({by_id.get(entry.user_id, 'someone') if entry.user_id else 'service role'})"
+        f"{entry.feature_used} {entry.tokens_deducted} ({who(entry)})"
         for entry in sorted(entries, key=lambda entry: entry.created_at)
     )
 
@@ -131,26 +142,39 @@ class Demo:
         token = user.token(self.status.jwt_secret)
         return TokensClient(self.status.api_url, self.status.anon_key, token)
 
-    def _reset(self, admin: TokensAdmin) -> tuple[int, int, UUID]:
-        """Seeded memberships and plans back in place: Acme's total and types, Globex's id."""
+    def _reset(self, admin: TokensAdmin) -> tuple[int, int, UUID, RateLimit]:
+        """Seeded memberships and plans back in place, Acme's own rate limit and mode.
+
+        Returns Acme's total and number of token types, Globex's id and Acme's limit.
+        """
         for user in USERS:
             admin.add_member(user.organization_id, user.id, user.role, user.full_name)
+        limit = admin.set_rate_limit(DEMO_RATE_LIMIT, 60, organization_id=ACME)
+        admin.set_enforcement_mode("inherit", ACME)
         balances = admin.initialize_tokens(ACME, "pro")
         admin.initialize_tokens(TINKERERS, "starter")
         competitor = next((o for o in admin.organizations() if o.name == COMPETITOR), None)
         if competitor is None:
             competitor = admin.create_organization(COMPETITOR, "pro")
         admin.initialize_tokens(competitor.id, "pro")
-        return sum(balance.balance for balance in balances), len(balances), competitor.id
+        total = sum(balance.balance for balance in balances)
+        return total, len(balances), competitor.id, limit
 
     def steps(self) -> Iterator[DemoStep]:
         """Run the story; each step is yielded as soon as it happened."""
         admin = TokensAdmin(self.status.api_url, self.status.service_role_key)
         with closing(admin):
             section = "Acme is on the pro plan"
-            total, types, competitor = self._reset(admin)
+            total, types, competitor, limit = self._reset(admin)
             reset = f"Tokens reset to the pro allocation: {total} tokens across {types} token types"
             yield DemoStep(section, "ok", reset)
+            yield DemoStep(
+                section,
+                "ok",
+                f"Per-user rate limit of Acme: {limit.max_requests} spends per "
+                f"{limit.window_seconds} s (its own, so the demo can run again at once)",
+                data=limit,
+            )
             yield DemoStep(
                 section,
                 "ok",
@@ -160,6 +184,7 @@ class Demo:
             alice, bob, carol = (self._client(user) for user in USERS)
             with closing(alice), closing(bob), closing(carol):
                 yield from self._spend(alice, bob)
+                yield from self._reserve(alice)
                 yield from self._look(alice, bob, started)
                 yield from self._refusals(admin, carol, bob, competitor)
 
@@ -192,6 +217,47 @@ class Demo:
             data=retry,
         )
 
+    def _reserve(self, alice: TokensClient) -> Iterator[DemoStep]:
+        section = "Alice writes a long quest: its cost is known only afterwards"
+        with alice.spend("generate_quest", estimate=QUEST_ESTIMATE) as hold:
+            held = hold.reservation
+            yield DemoStep(
+                section,
+                "ok",
+                f"Held {held.held} {held.token_type} tokens while the model writes · "
+                f"{held.available} still available to others",
+                expected=held.held == QUEST_ESTIMATE and held.status == "active",
+                data=held,
+            )
+            hold.actual = QUEST_ACTUAL  # what the model reported using
+        commit = hold.result
+        if commit is None:  # spend() commits on a clean exit; never None here
+            yield DemoStep(section, "refused", "The hold was not committed", expected=False)
+            return
+        yield DemoStep(
+            section,
+            "ok",
+            f"The model used {commit.actual}: {commit.tokens_deducted} charged, "
+            f"{held.held - (commit.tokens_deducted or 0)} given back · "
+            f"{commit.remaining_balance} {commit.token_type} tokens left",
+            expected=commit.status == "committed" and commit.tokens_deducted == QUEST_ACTUAL,
+            data=commit,
+        )
+
+        section = "The quest came back empty, so Alice (owner) refunds it"
+        if commit.usage_id is None:
+            yield DemoStep(section, "refused", "Nothing was charged to refund", expected=False)
+            return
+        refund = alice.refund_deduction(commit.usage_id, "the model returned an empty quest")
+        yield DemoStep(
+            section,
+            "ok",
+            f"Refunded {refund.tokens_refunded} {refund.token_type} tokens · "
+            f"{refund.remaining_balance} left",
+            expected=refund.tokens_refunded == QUEST_ACTUAL,
+            data=refund,
+        )
+
     def _look(self, alice: TokensClient, bob: TokensClient, since: datetime) -> Iterator[DemoStep]:
         section = "Acme's dashboard, as Alice sees it"
         stats = alice.stats()
@@ -208,7 +274,7 @@ class Demo:
             section,
             "ok",
             f"Alice (owner) sees everyone's usage: {_names(everyone)}",
-            expected=len(everyone) == 2,
+            expected=len(everyone) == 3,
             data=everyone,
         )
         own = bob.usage(since=since)

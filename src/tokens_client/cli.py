@@ -1,6 +1,7 @@
 """The ``tokens`` command line: the local stack, the demo, and service-role admin.
 
-Service-role commands (``org``, ``stats``, ``usage``) read ``SUPABASE_URL`` and
+Service-role commands (``org``, ``stats``, ``usage``, ``alerts``, ``grant``, ``plan``,
+``mode``, ``refresh``, ``ledger``, ``refund``) read ``SUPABASE_URL`` and
 ``SUPABASE_SERVICE_ROLE_KEY`` (or ``SUPABASE_SECRET_KEY``) from the environment or
 ``.env``; without ``SUPABASE_URL`` they use the running local stack (``tokens stack up``).
 Every command takes ``--json``. Errors are one line on stderr, ``error: <why> (<reason>)``.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 import typer
@@ -30,10 +31,15 @@ from rich.table import Table
 from rich.text import Text
 
 from tokens_client._admin import TokensAdmin
+from tokens_client._base import MAX_USAGE_ROWS as MAX_ROWS
 from tokens_client._dashboard import (
+    alerts_table,
     day,
     jsonable,
+    ledger_violations_table,
+    moment,
     organizations_table,
+    plan_change_table,
     stats_dashboard,
     usage_table,
 )
@@ -51,8 +57,11 @@ from tokens_client.stack import Stack, StackError, StackStatus
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
+EnforcementChoice = Literal["enforce", "monitor", "off", "inherit"]
+
 EXIT_CODES = """Exit codes: 0 done; 1 refused or failed (a TokensError such as
-OrganizationNotFound or ServiceUnavailable, a migration conflict, the stack down);
+OrganizationNotFound or ServiceUnavailable, a migration conflict, the stack down, ledger
+violations, token rows that failed to refresh);
 2 configuration or usage error (ConfigurationError: missing or wrong keys; bad options)."""
 EXIT_CODES_SHORT = "Exit codes: 0 done, 1 refused or failed, 2 configuration or usage error."
 
@@ -68,8 +77,12 @@ org_app = typer.Typer(no_args_is_help=True, help="Organizations and their plans 
 migrations_app = typer.Typer(
     no_args_is_help=True, help="The SQL migrations shipped in this package, for your project."
 )
+ledger_app = typer.Typer(
+    no_args_is_help=True, help="The token journal: balance = sum of its movements (service role)."
+)
 app.add_typer(stack_app, name="stack")
 app.add_typer(org_app, name="org")
+app.add_typer(ledger_app, name="ledger")
 app.add_typer(migrations_app, name="migrations")
 
 console = Console()
@@ -234,13 +247,15 @@ def as_uuid(text: str) -> UUID | None:
         return None
 
 
-def find_organization(admin: TokensAdmin, ref: str) -> tuple[UUID, Organization | None]:
-    """``ref`` is an id or an exact (case-insensitive) name; the row when it is listed."""
+def find_organization(admin: TokensAdmin, ref: str) -> Organization:
+    """``ref`` is an id (looked up alone) or an exact (case-insensitive) name.
+
+    Raises OrganizationNotFound, or InvalidRequest when several share the name.
+    """
     organization_id = as_uuid(ref)
-    organizations = admin.organizations()
     if organization_id is not None:
-        return organization_id, next((o for o in organizations if o.id == organization_id), None)
-    named = [o for o in organizations if o.name.casefold() == ref.casefold()]
+        return admin.organization(organization_id)
+    named = [o for o in admin.organizations() if o.name.casefold() == ref.casefold()]
     if not named:
         raise OrganizationNotFound(f"No organization named {ref!r}", facts={"name": ref})
     if len(named) > 1:
@@ -249,12 +264,12 @@ def find_organization(admin: TokensAdmin, ref: str) -> tuple[UUID, Organization 
             reason="ambiguous_organization",
             facts={"ids": [str(o.id) for o in named]},
         )
-    return named[0].id, named[0]
+    return named[0]
 
 
 def organization_id_of(admin: TokensAdmin, ref: str) -> UUID:
     """An id as it is (the API checks it exists); a name looked up."""
-    return as_uuid(ref) or find_organization(admin, ref)[0]
+    return as_uuid(ref) or find_organization(admin, ref).id
 
 
 @org_app.command("list", epilog=EXIT_CODES_SHORT)
@@ -281,16 +296,14 @@ def org_init(
         if as_json:
             print_json(admin.initialize_tokens(organization_id_of(admin, org), plan))
             return
-        organization_id, organization = find_organization(admin, org)
-        admin.initialize_tokens(organization_id, plan)
-        stats = admin.stats(organization_id)
-    name = organization.name if organization else None
+        organization = find_organization(admin, org)
+        admin.initialize_tokens(organization.id, plan)
+        stats = admin.stats(organization.id)
     console.print(
-        f"[green]✓[/] Tokens of {escape(name or str(organization_id))} reset to the "
-        f"{stats.plan} allocation",
+        f"[green]✓[/] Tokens of {escape(organization.name)} reset to the {stats.plan} allocation",
         highlight=False,
     )
-    console.print(stats_dashboard(stats, name))
+    console.print(stats_dashboard(stats, organization.name))
 
 
 @org_app.command("create", epilog=EXIT_CODES_SHORT)
@@ -317,14 +330,18 @@ def org_create(
 
 @app.command("stats", epilog=EXIT_CODES_SHORT)
 def stats_command(org: OrgArgument, as_json: JsonOption = False) -> None:
-    """The token dashboard: a bar per token type, what is left, refresh dates, low warnings."""
+    """The token dashboard: a bar per token type, what is left, refresh dates, low warnings.
+
+    Purchased tokens, tokens held by reservations and what is available now are shown
+    when the organization has any; so is its enforcement mode when it is not enforce.
+    """
     with service_role() as admin:
         if as_json:
             print_json(admin.stats(organization_id_of(admin, org)))
             return
-        organization_id, organization = find_organization(admin, org)
-        stats = admin.stats(organization_id)
-    console.print(stats_dashboard(stats, organization.name if organization else None))
+        organization = find_organization(admin, org)
+        stats = admin.stats(organization.id)
+    console.print(stats_dashboard(stats, organization.name))
 
 
 _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
@@ -343,13 +360,48 @@ def parse_since(text: str, now: datetime | None = None) -> datetime | None:
     if duration:
         amount = timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
         return (now or datetime.now(timezone.utc)) - amount
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
+    parsed = _iso(text)
+    if parsed is None:
         raise ValueError(
             f"--since must be a duration (30d, 12h, 90m), an ISO date or `all`, not {text!r}"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        )
+    return parsed
+
+
+def _iso(text: str) -> datetime | None:
+    """An ISO date or datetime, UTC unless it says otherwise; None when it is not one."""
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_expires(text: str, now: datetime | None = None) -> datetime:
+    """``30d``, ``12h``, ``2w`` from now, or an ISO date (midnight UTC) or datetime.
+
+    Raises ValueError for anything else. A moment in the past is the API's to refuse.
+    """
+    duration = _DURATION.fullmatch(text.strip().lower())
+    if duration:
+        amount = timedelta(**{_UNITS[duration.group(2)]: int(duration.group(1))})
+        return (now or datetime.now(timezone.utc)) + amount
+    parsed = _iso(text)
+    if parsed is None:
+        raise ValueError(
+            f"--expires must be a duration from now (30d, 12h, 2w) or an ISO date, not {text!r}"
+        )
+    return parsed
+
+
+def _period(start: datetime | None, since: str) -> str:
+    """``since 2026-10-24 (last 30d)``, or ``all time``."""
+    if start is None:
+        return "all time"
+    period = f"since {day(start)}"
+    if _DURATION.fullmatch(since.strip().lower()):
+        period += f" (last {since.strip()})"
+    return period
 
 
 @app.command("usage", epilog=EXIT_CODES_SHORT)
@@ -372,13 +424,294 @@ def usage_command(
         if as_json:
             print_json(admin.usage_report(organization_id_of(admin, org), by, start))
             return
-        organization_id, organization = find_organization(admin, org)
-        rows = admin.usage_report(organization_id, by, start)
-    name = organization.name if organization else str(organization_id)
-    period = "all time" if start is None else f"since {day(start)}"
-    if start is not None and _DURATION.fullmatch(since.strip().lower()):
-        period += f" (last {since.strip()})"
-    console.print(usage_table(rows, by, f"Usage of {name} by {by}, {period}"))
+        organization = find_organization(admin, org)
+        rows = admin.usage_report(organization.id, by, start)
+    title = f"Usage of {organization.name} by {by}, {_period(start, since)}"
+    console.print(usage_table(rows, by, title))
+
+
+@app.command("alerts", epilog=EXIT_CODES_SHORT)
+def alerts_command(
+    org: OrgArgument,
+    since: Annotated[
+        str, typer.Option("--since", help="7d, 12h, 90m, an ISO date, or all.")
+    ] = "7d",
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", help=f"At most N alerts (1-{MAX_ROWS}).")
+    ] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """The organization's alerts, newest first: balances crossing 80 % used, 20 % left and
+    zero (highlighted), and every refused spend (out of tokens, rate limited, not in plan).
+    """
+    try:
+        start = parse_since(since)
+    except ValueError as error:
+        raise fail(str(error), code=2) from None
+    if not 1 <= limit <= MAX_ROWS:
+        raise fail(f"--limit must be between 1 and {MAX_ROWS}, not {limit}", code=2)
+    with service_role() as admin:
+        if as_json:
+            print_json(admin.alerts(organization_id_of(admin, org), start, limit))
+            return
+        organization = find_organization(admin, org)
+        alerts = admin.alerts(organization.id, start, limit)
+    title = f"Alerts of {organization.name}, {_period(start, since)}"
+    console.print(alerts_table(alerts, title))
+    if len(alerts) == limit:
+        console.print(f"Showing the newest {limit}; --limit shows more.", style="dim")
+
+
+@app.command("grant", epilog=EXIT_CODES_SHORT)
+def grant_command(
+    org: OrgArgument,
+    token_type: Annotated[
+        str, typer.Argument(metavar="TOKEN_TYPE", help="e.g. general, goal_generation.")
+    ],
+    amount: Annotated[int, typer.Argument(metavar="AMOUNT", help="Tokens to add (1 or more).")],
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires", help="30d, 2w from now, or an ISO date/datetime (default: never)."
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why, kept in the journal.")
+    ] = None,
+    external_id: Annotated[
+        str | None,
+        typer.Option(
+            "--external-id",
+            metavar="ID",
+            help="e.g. a Stripe checkout id: the same id grants only once.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Top up: add purchased tokens, kept over refreshes and spent after the allowance."""
+    try:
+        expires_at = parse_expires(expires) if expires is not None else None
+    except ValueError as error:
+        raise fail(str(error), code=2) from None
+    with service_role() as admin:
+        organization = find_organization(admin, org)
+        grant = admin.grant_tokens(
+            organization.id,
+            token_type,
+            amount,
+            expires_at=expires_at,
+            reason=reason,
+            external_id=external_id,
+        )
+    if as_json:
+        print_json(grant)
+        return
+    until = f"expires {moment(grant.expires_at)} UTC" if grant.expires_at else "no expiry"
+    if grant.replayed:
+        console.print(
+            f"[green]✓[/] Already granted (external id {escape(grant.external_id or '')}): "
+            f"nothing added; {grant.remaining} of its {grant.amount} {grant.token_type} "
+            f"tokens left",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[green]✓[/] Granted {grant.amount} {grant.token_type} tokens to "
+            f"{escape(organization.name)} ({until})",
+            highlight=False,
+        )
+    console.print(
+        f"{grant.token_type} balance {grant.balance}, of which {grant.purchased_balance} "
+        f"purchased · grant {grant.grant_id}",
+        highlight=False,
+    )
+
+
+@app.command("plan", epilog=EXIT_CODES_SHORT)
+def plan_command(
+    org: OrgArgument,
+    plan: Annotated[Plan, typer.Argument(metavar="PLAN", help="starter, pro or enterprise.")],
+    event_id: Annotated[
+        str | None,
+        typer.Option(
+            "--event-id", metavar="ID", help="e.g. a Stripe event id: the same id applies once."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move to another plan now: upgrades add the difference, downgrades cap the allowance
+    (purchased tokens are kept). Prints each token type's allocation and balance change.
+    """
+    with service_role() as admin:
+        organization = find_organization(admin, org)
+        change = admin.set_organization_plan(organization.id, plan, event_id)
+    if as_json:
+        print_json(change)
+        return
+    name = escape(organization.name)
+    if change.replayed:
+        console.print(
+            f"[green]✓[/] Event {escape(change.event_id or '')} was already applied: nothing "
+            f"changed now (it moved {name} to {change.plan})",
+            highlight=False,
+        )
+    elif change.previous_plan == change.plan:
+        console.print(f"[green]✓[/] {name} stays on {change.plan}", highlight=False)
+    else:
+        console.print(
+            f"[green]✓[/] {name} moved from {change.previous_plan or '—'} to {change.plan}",
+            highlight=False,
+        )
+    console.print(plan_change_table(change))
+
+
+MODE_MEANING = {
+    "enforce": "refusals are enforced",
+    "monitor": "nothing is refused; would-be refusals are recorded as alerts",
+    "off": "nothing is checked or charged",
+}
+
+
+@app.command("mode", epilog=EXIT_CODES_SHORT)
+def mode_command(
+    mode: Annotated[
+        EnforcementChoice,
+        typer.Argument(metavar="MODE", help="enforce, monitor, off, or inherit (ORG only)."),
+    ],
+    org: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[ORG]", help="Organization id or exact name; none: the global default."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Enforcement mode of one organization, or the global default without ORG.
+
+    enforce refuses (402/403/429); monitor never refuses but records what it would have
+    refused; off checks and charges nothing; inherit drops an organization's own mode.
+    """
+    if mode == "inherit" and org is None:
+        raise fail("inherit needs an ORG: the global default has nothing to inherit", code=2)
+    with service_role() as admin:
+        organization = find_organization(admin, org) if org is not None else None
+        change = admin.set_enforcement_mode(mode, organization.id if organization else None)
+    if as_json:
+        print_json(change)
+        return
+    meaning = MODE_MEANING[change.mode]
+    was = f"was {change.previous_mode}"
+    if organization is None:
+        console.print(
+            f"[green]✓[/] Global default: {change.mode} ({was}): {meaning}. Organizations "
+            f"with a mode of their own keep it.",
+            highlight=False,
+        )
+    elif mode == "inherit":
+        console.print(
+            f"[green]✓[/] {escape(organization.name)} follows the global default again: "
+            f"{change.mode} ({was})",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[green]✓[/] {escape(organization.name)}: {change.mode} ({was}): {meaning}",
+            highlight=False,
+        )
+
+
+@app.command("refresh", epilog=EXIT_CODES_SHORT)
+def refresh_command(as_json: JsonOption = False) -> None:
+    """Settle everything due now: monthly refreshes, expired grants, expired holds.
+
+    What the daily job does; calls settle lazily anyway. Exit 1 when a row failed (it is
+    recorded in ai_token_refresh_failures and retried next time).
+    """
+    with service_role() as admin:
+        run = admin.refresh_due_tokens()
+    if as_json:
+        print_json(run)
+    else:
+        console.print(
+            f"[green]✓[/] Settled {run.settled} token row(s) (refreshes, expired grants, "
+            "expired holds)",
+            highlight=False,
+        )
+    if run.failed:
+        raise fail(
+            f"{run.failed} token row(s) failed to settle; see ai_token_refresh_failures "
+            "(they stay due and are retried)"
+        )
+
+
+@ledger_app.command("verify", epilog=EXIT_CODES_SHORT)
+def ledger_verify(
+    org: Annotated[
+        str | None,
+        typer.Argument(metavar="[ORG]", help="Organization id or exact name; none: all."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the bookkeeping: each balance = the sum of its journal, purchased = grants
+    left, held = active reservations, each usage charged and refunded exactly once.
+
+    Exit 0 when the ledger is exact, 1 with the violations listed otherwise.
+    """
+    with service_role() as admin:
+        organization = find_organization(admin, org) if org is not None else None
+        violations = admin.verify_token_ledger(organization.id if organization else None)
+        names: dict[Any, str] = {}
+        if violations and not as_json:
+            if organization is not None:
+                names = {organization.id: organization.name}
+            else:
+                names = {o.id: o.name for o in admin.organizations()}
+    scope = f"{organization.name}'s ledger" if organization else "The ledger"
+    if as_json:
+        print_json(violations)
+    elif not violations:
+        console.print(
+            f"[green]✓[/] {escape(scope)} is exact: every balance is the sum of its journal",
+            highlight=False,
+        )
+    else:
+        console.print(ledger_violations_table(violations, names))
+    if violations:
+        raise fail(f"{len(violations)} ledger violation(s) in {scope[0].lower() + scope[1:]}")
+
+
+@app.command("refund", epilog=EXIT_CODES_SHORT)
+def refund_command(
+    usage_id: Annotated[
+        str,
+        typer.Argument(metavar="USAGE_ID", help="The usage-log id (tokens usage / the API)."),
+    ],
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why, kept with the usage and journal.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give back the tokens of one deduction or committed reservation, once."""
+    if as_uuid(usage_id) is None:
+        raise fail(f"USAGE_ID must be a usage id (a UUID), not {usage_id!r}", code=2)
+    with service_role() as admin:
+        refund = admin.refund_deduction(usage_id, reason)
+        if not as_json:
+            organization = admin.organization(refund.organization_id)
+    if as_json:
+        print_json(refund)
+        return
+    purchased = (
+        f" ({refund.restored_to_purchased} back to purchased grants)"
+        if refund.restored_to_purchased
+        else ""
+    )
+    console.print(
+        f"[green]✓[/] Refunded {refund.tokens_refunded} {refund.token_type} tokens of "
+        f"{refund.feature} to {escape(organization.name)}{purchased}: balance "
+        f"{refund.remaining_balance}",
+        highlight=False,
+    )
 
 
 # ------------------------------------------------------------------ migrations
