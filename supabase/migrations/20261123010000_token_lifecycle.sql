@@ -139,14 +139,18 @@ create index ai_plan_change_events_organization_id_idx on public.ai_plan_change_
 
 create table public.ai_rate_limits (
   id bigint generated always as identity primary key,
+  organization_id uuid references public.organizations (id) on delete cascade,
   plan text check (plan in ('starter', 'pro', 'enterprise')),
   feature text references public.ai_features (feature) on update cascade on delete cascade,
   max_requests integer not null check (max_requests between 1 and 1000000),
   window_seconds integer not null check (window_seconds between 1 and 86400),
-  constraint ai_rate_limits_plan_feature_key unique nulls not distinct (plan, feature)
+  constraint ai_rate_limits_scope_key unique nulls not distinct (organization_id, plan, feature)
 );
 comment on table public.ai_rate_limits is 'Per-user spending limits: at most max_requests deductions/reservations in any window_seconds. The most specific row applies (feature+plan, feature, plan, default). A row with a feature counts only that feature''s spending.';
+comment on column public.ai_rate_limits.organization_id is
+  'When set, the row applies to this organization only and wins over plan and feature rows (a negotiated limit, or a relaxed one for a batch job).';
 create index ai_rate_limits_feature_idx on public.ai_rate_limits (feature);
+create index ai_rate_limits_organization_idx on public.ai_rate_limits (organization_id);
 insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds) values (null, null, 5, 60);
 
 create table public.ai_token_enforcement_modes (
@@ -258,8 +262,12 @@ create policy "Service role manages grant usage"
 create policy "Service role manages plan change events"
   on public.ai_plan_change_events for all to service_role using (true) with check (true);
 
-create policy "Signed-in users can view rate limits"
-  on public.ai_rate_limits for select to authenticated using (true);
+create policy "Signed-in users can view shared rate limits and their organization's"
+  on public.ai_rate_limits for select to authenticated
+  using (
+    organization_id is null
+    or organization_id in (select m.organization_id from private.memberships() m)
+  );
 create policy "Service role manages rate limits"
   on public.ai_rate_limits for all to service_role using (true) with check (true);
 
@@ -645,12 +653,6 @@ as $$
 $$;
 revoke all on function private.consume_grants(uuid, text, integer, uuid) from public, anon, authenticated;
 
--- The per-user rate limit for this spend: the most specific ai_rate_limits row (feature
--- and plan, feature, plan, default) and how many of the user's spends (deductions
--- without a reservation, plus reservations) fall in its window. Takes a per-user
--- transaction advisory lock first, so concurrent spends by one user are counted one
--- after another and the limit is exact. No row when no limit applies;
--- retry_after_seconds is null when the spend is allowed.
 create function private.check_rate_limit(user_id uuid, organization_id uuid, plan text, feature text)
 returns table (max_requests integer, window_seconds integer, recent integer, retry_after_seconds integer)
 language plpgsql
@@ -664,9 +666,11 @@ declare
 begin
   select l.max_requests, l.window_seconds, l.feature into rule
   from public.ai_rate_limits l
-  where (l.plan is null or l.plan = check_rate_limit.plan)
+  where (l.organization_id is null or l.organization_id = check_rate_limit.organization_id)
+    and (l.plan is null or l.plan = check_rate_limit.plan)
     and (l.feature is null or l.feature = check_rate_limit.feature)
-  order by (l.feature is not null) desc, (l.plan is not null) desc
+  order by (l.organization_id is not null) desc, (l.feature is not null) desc,
+           (l.plan is not null) desc
   limit 1;
   if not found then
     return;
@@ -862,10 +866,78 @@ $$;
 revoke all on function public.initialize_tokens(uuid, text) from public, anon, authenticated;
 grant execute on function public.initialize_tokens(uuid, text) to service_role;
 
+-- The row as private.settle_tokens would leave it, computed without writing: expired
+-- holds no longer reserved, expired grants gone, and a passed refresh date applied.
+-- A pgTAP test keeps the two in step.
+create function private.settled_view(account public.ai_tokens)
+returns public.ai_tokens
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  settled public.ai_tokens := settled_view.account;
+  expired_holds bigint;
+  expired_grants bigint;
+  allocation integer;
+  boundary record;
+begin
+  if settled.id is null then
+    return null;
+  end if;
+  select coalesce(sum(r.held), 0) into expired_holds
+  from public.ai_token_reservations r
+  where r.organization_id = settled.organization_id and r.token_type = settled.token_type
+    and r.status = 'active' and r.expires_at <= now();
+  select coalesce(sum(g.remaining), 0) into expired_grants
+  from public.ai_token_grants g
+  where g.organization_id = settled.organization_id and g.token_type = settled.token_type
+    and g.remaining > 0 and g.expires_at <= now();
+  settled.reserved := settled.reserved - expired_holds;
+  settled.balance := settled.balance - expired_grants;
+  settled.purchased_balance := settled.purchased_balance - expired_grants;
+  if settled.refresh_date is not null and settled.refresh_date <= now() then
+    select private.plan_allocation(o.plan, settled.token_type) into allocation
+    from public.organizations o where o.id = settled.organization_id;
+    select * into boundary from private.next_refresh(settled.refresh_date);
+    settled.balance := coalesce(allocation, 0) + settled.purchased_balance;
+    settled.total_allocated := coalesce(allocation, 0);
+    settled.period_started_at := boundary.period_start;
+    settled.refresh_date := boundary.next_refresh_date;
+  end if;
+  return settled;
+end
+$$;
+revoke all on function private.settled_view(public.ai_tokens) from public, anon, authenticated;
+grant execute on function private.settled_view(public.ai_tokens) to service_role;
+
+-- The row brought up to date: settled for real (under the row lock) when the
+-- transaction may write, projected by settled_view in a read-only one.
+create function private.settled_tokens(account public.ai_tokens)
+returns public.ai_tokens
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  if settled_tokens.account.id is null
+     or not private.settlement_due(settled_tokens.account.organization_id, settled_tokens.account.token_type,
+                                   settled_tokens.account.refresh_date) then
+    return settled_tokens.account;
+  end if;
+  if current_setting('transaction_read_only') = 'on' then
+    return private.settled_view(settled_tokens.account);
+  end if;
+  return private.settle_tokens(settled_tokens.account.organization_id, settled_tokens.account.token_type);
+end
+$$;
+revoke all on function private.settled_tokens(public.ai_tokens) from public, anon, authenticated;
+grant execute on function private.settled_tokens(public.ai_tokens) to service_role;
+
 -- has_enough_tokens: may the caller's organization afford this feature now
--- (balance - reserved >= cost)? Refreshes/expires what is due first. Always true in
--- monitor and off modes. Unknown features (404), features outside the plan (403, in
--- enforce mode) and non-members (403) are errors. Volatile: call it with POST.
+-- (balance - reserved >= cost, once what is due is settled)? Always true in monitor and
+-- off modes. Unknown features (404), features outside the plan (403, in enforce mode)
+-- and non-members (403) are errors. Works with GET (read-only) and POST.
 create or replace function public.has_enough_tokens(feature text, organization_id uuid default null)
 returns boolean
 language plpgsql
@@ -891,9 +963,7 @@ begin
   if not found then
     return false;
   end if;
-  if private.settlement_due(account.organization_id, account.token_type, account.refresh_date) then
-    account := private.settle_tokens(account.organization_id, account.token_type);
-  end if;
+  account := private.settled_tokens(account);
   return account.balance - account.reserved >= price.cost;
 end
 $$;
@@ -1103,8 +1173,8 @@ revoke all on function public.deduct_tokens(text, uuid, text) from public, anon,
 grant execute on function public.deduct_tokens(text, uuid, text) to authenticated, service_role;
 
 -- get_token_stats: the organization's balances, totals and per-type state (the
--- guide's stats endpoint), after settling what is due. Members and the service role.
--- Volatile (it may refresh): call it with POST.
+-- guide's stats endpoint), once what is due is settled. Members and the service role.
+-- Works with GET (read-only) and POST.
 create or replace function public.get_token_stats(organization_id uuid default null)
 returns jsonb
 language plpgsql
@@ -1122,14 +1192,18 @@ begin
   from private.resolve_organization(get_token_stats.organization_id) r;
   select o.plan into organization_plan from public.organizations o where o.id = target_organization;
 
-  for due in
-    select t.token_type from public.ai_tokens t
-    where t.organization_id = target_organization
-      and private.settlement_due(t.organization_id, t.token_type, t.refresh_date)
-    order by t.token_type
-  loop
-    perform private.settle_tokens(target_organization, due.token_type);
-  end loop;
+  -- Settle what is due in token_type order (the order every multi-row writer locks in);
+  -- a read-only transaction cannot, and reads the projection below instead.
+  if current_setting('transaction_read_only') <> 'on' then
+    for due in
+      select t.token_type from public.ai_tokens t
+      where t.organization_id = target_organization
+        and private.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+      order by t.token_type
+    loop
+      perform private.settle_tokens(target_organization, due.token_type);
+    end loop;
+  end if;
 
   select coalesce(jsonb_agg(jsonb_build_object(
            'token_type', t.token_type,
@@ -1146,8 +1220,9 @@ begin
            'refresh_date', t.refresh_date
          ) order by t.token_type), '[]'::jsonb)
   into by_type
-  from public.ai_tokens t
-  where t.organization_id = target_organization;
+  from public.ai_tokens stored
+  cross join lateral private.settled_view(stored) t
+  where stored.organization_id = target_organization;
 
   return jsonb_build_object(
     'organization_id', target_organization,
@@ -1466,9 +1541,14 @@ begin
   end if;
   select r.organization_id into target_organization
   from private.resolve_organization(reserve_tokens.organization_id) r;
-  select * into price from private.look_up_feature(reserve_tokens.feature, target_organization);
+  if reserve_tokens.feature is null or length(btrim(reserve_tokens.feature)) = 0 then
+    perform private.refuse(400, 'invalid_request', 'feature is required',
+      jsonb_build_object('field', 'feature'));
+  end if;
   mode := private.enforcement_mode(target_organization);
 
+  -- A retry is answered before pricing, like deduct_tokens: the hold exists, so a plan
+  -- change or a catalog edit since then must not turn its replay into a refusal.
   if reserve_tokens.request_id is not null then
     perform pg_advisory_xact_lock(hashtextextended(
       'ai_tokens/reservation/' || target_organization::text || '/' || reserve_tokens.request_id, 0));
@@ -1481,10 +1561,14 @@ begin
           jsonb_build_object('request_id', reserve_tokens.request_id, 'reservation_id', previous.id,
                              'feature', previous.feature, 'estimate', previous.estimate));
       end if;
+      select t.balance - t.reserved into available from public.ai_tokens t
+      where t.organization_id = previous.organization_id and t.token_type = previous.token_type;
       return private.reservation_json(previous)
-        || jsonb_build_object('replayed', true, 'would_have_refused', null);
+        || jsonb_build_object('replayed', true, 'available', greatest(available, 0), 'would_have_refused', null);
     end if;
   end if;
+
+  select * into price from private.look_up_feature(reserve_tokens.feature, target_organization);
 
   context := jsonb_build_object('feature', reserve_tokens.feature, 'user_id', caller,
                                 'request_id', reserve_tokens.request_id, 'estimate', reserve_tokens.estimate);
@@ -1554,8 +1638,13 @@ begin
       context || jsonb_build_object('reservation_id', hold.id, 'held', held_amount));
   end if;
 
+  if available is null then
+    -- off mode checked nothing: report what is available all the same.
+    select greatest(t.balance - t.reserved, 0) into available from public.ai_tokens t
+    where t.organization_id = target_organization and t.token_type = price.token_type;
+  end if;
   return private.reservation_json(hold)
-    || jsonb_build_object('replayed', false, 'available', available,
+    || jsonb_build_object('replayed', false, 'available', coalesce(available, 0),
                           'would_have_refused', private.refusal_summary(refused));
 end
 $$;
@@ -1879,6 +1968,63 @@ end
 $$;
 revoke all on function public.set_enforcement_mode(text, uuid) from public, anon, authenticated;
 grant execute on function public.set_enforcement_mode(text, uuid) to service_role;
+
+-- set_rate_limit: create or change the limit of one scope (organization, plan, feature;
+-- null means any). Service role only. Returns the row.
+create function public.set_rate_limit(
+  max_requests integer,
+  window_seconds integer default 60,
+  organization_id uuid default null,
+  plan text default null,
+  feature text default null
+)
+returns public.ai_rate_limits
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  saved public.ai_rate_limits;
+begin
+  if not private.is_service_role() then
+    perform private.refuse(403, 'service_role_required', 'set_rate_limit requires the service role');
+  end if;
+  if max_requests is null or max_requests not between 1 and 1000000 then
+    perform private.refuse(400, 'invalid_request', 'max_requests must be between 1 and 1000000',
+      jsonb_build_object('field', 'max_requests'));
+  end if;
+  if window_seconds is null or window_seconds not between 1 and 86400 then
+    perform private.refuse(400, 'invalid_request', 'window_seconds must be between 1 and 86400',
+      jsonb_build_object('field', 'window_seconds'));
+  end if;
+  if plan is not null and plan not in ('starter', 'pro', 'enterprise') then
+    perform private.refuse(400, 'invalid_plan', format('Unknown plan: %s', left(plan, 50)),
+      jsonb_build_object('plan', left(plan, 50)));
+  end if;
+  if feature is not null and not exists (select 1 from public.ai_features f where f.feature = set_rate_limit.feature) then
+    perform private.refuse(404, 'unknown_feature', format('Unknown feature: %s', left(feature, 100)),
+      jsonb_build_object('feature', left(feature, 100)));
+  end if;
+  if organization_id is not null and not exists (
+    select 1 from public.organizations o where o.id = set_rate_limit.organization_id
+  ) then
+    perform private.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', set_rate_limit.organization_id),
+      jsonb_build_object('organization_id', set_rate_limit.organization_id));
+  end if;
+
+  insert into public.ai_rate_limits as l (organization_id, plan, feature, max_requests, window_seconds)
+  values (set_rate_limit.organization_id, set_rate_limit.plan, set_rate_limit.feature,
+          set_rate_limit.max_requests, set_rate_limit.window_seconds)
+  on conflict on constraint ai_rate_limits_scope_key do update
+    set max_requests = excluded.max_requests, window_seconds = excluded.window_seconds
+  returning l.* into saved;
+  return saved;
+end
+$$;
+revoke all on function public.set_rate_limit(integer, integer, uuid, text, text) from public, anon, authenticated;
+grant execute on function public.set_rate_limit(integer, integer, uuid, text, text) to service_role;
 
 -- refresh_due_tokens: settle every row with something due (refresh date passed, grants
 -- expired, holds expired), each in its own subtransaction; a row that fails is

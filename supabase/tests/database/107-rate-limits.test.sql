@@ -128,7 +128,7 @@ from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_l
 where (r ->> 'success')::boolean;
 select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
 
--- Per organization (20261123040000): the service role sets an organization's own limit
+-- Per organization: the service role sets an organization's own limit
 -- with set_rate_limit; it wins over feature and plan rows, and only that organization
 -- sees it.
 select pg_temp.act_as_postgres();
