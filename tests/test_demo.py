@@ -157,17 +157,19 @@ def test_demo_json_matches_the_database(local_stack: StackEnv, db: Database) -> 
         (ACME, refund["usage_id"]),
     )
     assert journal == [("reservation_capture", -6), ("refund", 6)]
-    assert db.value(
+    held_after = db.value(
         "select reserved from ai_tokens where organization_id = %s and token_type = %s",
         (ACME, "goal_generation"),
-    ) == 0, "nothing is held after the demo"
+    )
+    assert held_after == 0, "nothing is held after the demo"
     assert db.execute("select * from verify_token_ledger(%s)", (ACME,)) == []
 
     limit = next(step["data"] for step in steps if "max_requests" in (step["data"] or {}))
-    assert db.execute(
+    stored = db.execute(
         "select max_requests, window_seconds from ai_rate_limits where organization_id = %s",
         (ACME,),
-    ) == [(limit["max_requests"], limit["window_seconds"])] == [(1000, 60)]
+    )
+    assert stored == [(limit["max_requests"], limit["window_seconds"])] == [(1000, 60)]
     refusals = [step["data"]["reason"] for step in steps if step["outcome"] == "refused"]
     assert refusals == ["feature_not_in_plan", "not_a_member"]
 

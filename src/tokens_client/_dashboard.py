@@ -347,6 +347,9 @@ def ledger_violations_table(
             violation.violation,
             "—" if violation.expected is None else str(violation.expected),
             "—" if violation.actual is None else str(violation.actual),
-            ", ".join(f"{key} {value}" for key, value in details.items()),
+            "; ".join(
+                str(value) if key == "message" else f"{key} {value}"
+                for key, value in details.items()
+            ),
         )
     return table

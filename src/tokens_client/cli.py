@@ -513,17 +513,20 @@ def grant_command(
             f"nothing added; {grant.remaining} of its {grant.amount} {grant.token_type} "
             f"tokens left",
             highlight=False,
+            soft_wrap=True,
         )
     else:
         console.print(
             f"[green]✓[/] Granted {grant.amount} {grant.token_type} tokens to "
             f"{escape(organization.name)} ({until})",
             highlight=False,
+            soft_wrap=True,
         )
     console.print(
         f"{grant.token_type} balance {grant.balance}, of which {grant.purchased_balance} "
         f"purchased · grant {grant.grant_id}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -554,6 +557,7 @@ def plan_command(
             f"[green]✓[/] Event {escape(change.event_id or '')} was already applied: nothing "
             f"changed now (it moved {name} to {change.plan})",
             highlight=False,
+            soft_wrap=True,
         )
     elif change.previous_plan == change.plan:
         console.print(f"[green]✓[/] {name} stays on {change.plan}", highlight=False)
@@ -561,6 +565,7 @@ def plan_command(
         console.print(
             f"[green]✓[/] {name} moved from {change.previous_plan or '—'} to {change.plan}",
             highlight=False,
+            soft_wrap=True,
         )
     console.print(plan_change_table(change))
 
@@ -606,17 +611,20 @@ def mode_command(
             f"[green]✓[/] Global default: {change.mode} ({was}): {meaning}. Organizations "
             f"with a mode of their own keep it.",
             highlight=False,
+            soft_wrap=True,
         )
     elif mode == "inherit":
         console.print(
             f"[green]✓[/] {escape(organization.name)} follows the global default again: "
             f"{change.mode} ({was})",
             highlight=False,
+            soft_wrap=True,
         )
     else:
         console.print(
             f"[green]✓[/] {escape(organization.name)}: {change.mode} ({was}): {meaning}",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -636,6 +644,7 @@ def refresh_command(as_json: JsonOption = False) -> None:
             f"[green]✓[/] Settled {run.settled} token row(s) (refreshes, expired grants, "
             "expired holds)",
             highlight=False,
+            soft_wrap=True,
         )
     if run.failed:
         raise fail(
@@ -673,11 +682,13 @@ def ledger_verify(
         console.print(
             f"[green]✓[/] {escape(scope)} is exact: every balance is the sum of its journal",
             highlight=False,
+            soft_wrap=True,
         )
     else:
         console.print(ledger_violations_table(violations, names))
     if violations:
-        raise fail(f"{len(violations)} ledger violation(s) in {scope[0].lower() + scope[1:]}")
+        where = f" for {organization.name}" if organization else ""
+        raise fail(f"{len(violations)} ledger violation(s){where}: the journal and balances differ")
 
 
 @app.command("refund", epilog=EXIT_CODES_SHORT)
@@ -711,6 +722,7 @@ def refund_command(
         f"{refund.feature} to {escape(organization.name)}{purchased}: balance "
         f"{refund.remaining_balance}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
