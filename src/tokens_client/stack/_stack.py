@@ -15,6 +15,7 @@ Nothing is installed here: a missing tool is a one-line error naming the install
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -62,6 +63,31 @@ def find_project_dir(start: Path | None = None) -> Path:
     raise StackError(f"no supabase/migrations directory at or above {here}")
 
 
+def default_stack_dir(project: Path) -> Path:
+    """``<project>/.stack``, unless we are root and the ``postgres`` OS user cannot reach it.
+
+    A clone under a private home folder (``/root/…``) is not traversable by the user
+    PostgreSQL runs as; then the stack lives in ``/var/tmp/tokens-stack-<hash>`` instead,
+    one per project directory, so ``up``/``status``/``down`` still agree.
+    """
+    inside = (project / ".stack").resolve()
+    if os.geteuid() != 0:
+        return inside
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return inside
+    probe = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "test", "-x", str(project)],
+        check=False,
+        capture_output=True,
+    )
+    if probe.returncode == 0:
+        return inside
+    digest = hashlib.sha1(str(project.resolve()).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"tokens-stack-{digest}"
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
@@ -82,7 +108,8 @@ class StackConfig:
     @classmethod
     def from_env(cls, project_dir: Path | None = None) -> StackConfig:
         project = project_dir or find_project_dir()
-        stack_dir = Path(os.environ.get("TOKENS_STACK_DIR") or project / ".stack").resolve()
+        explicit = os.environ.get("TOKENS_STACK_DIR")
+        stack_dir = Path(explicit).resolve() if explicit else default_stack_dir(project)
         return cls(
             project_dir=project,
             stack_dir=stack_dir,
