@@ -6,9 +6,14 @@ so row-level security in the database decides which organization's tokens they m
 
 ``POST /quests/generate`` follows the guide: check (``has_enough_tokens``), deduct
 (``deduct_tokens``, idempotent with the request's ``Idempotency-Key``), then call the AI.
+
+``POST /quests/plan`` is for a call whose cost is known only afterwards: it holds an
+estimate (``client.spend``), lets the model write, then commits what the model used; if
+the model fails, the hold is released and nothing is spent.
+
 Refusals are JSON ``{"error": …, "reason": …}``: 401 without a valid session, 402 "You're
 out of AI tokens", 403 "Not available on Starter plan" or not a member, 429 with
-``Retry-After``.
+``Retry-After`` (the per-user rate limit), 502 when the model failed.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from tokens_client import (
 
 FEATURE = "generate_quest"  # 2 goal_generation tokens in the catalog (ai_features)
 OUT_OF_TOKENS = "You're out of AI tokens"
+TOKENS_PER_STEP = 2  # what a step of a planned quest costs (goal_generation tokens)
+MAX_STEPS = 10
 
 # ConfigurationError reasons that mean "the caller sent no usable session token" (401),
 # as opposed to a server misconfiguration (500).
@@ -105,6 +112,34 @@ def generate_quest_with_ai(goal: str) -> Quest:
     )
 
 
+class ModelError(Exception):
+    """The AI model failed (timeout, outage, unusable answer): nothing should be charged."""
+
+
+class QuestWriter:
+    """Stand-in for a model whose cost is known only once it answered (tokens used).
+
+    It writes at most ``max_steps`` steps; each costs :data:`TOKENS_PER_STEP`. Swap in
+    your model client by overriding the :func:`quest_writer` dependency.
+    """
+
+    STEPS = (
+        "Write down why “{goal}” matters to you",
+        "Pick one small step you can take this week",
+        "Check your progress every Sunday",
+    )
+
+    def write(self, goal: str, max_steps: int) -> tuple[Quest, int]:
+        """The quest and the tokens the model used for it."""
+        steps = [step.format(goal=goal) for step in self.STEPS[:max_steps]]
+        return Quest(title=f"Quest: {goal}", steps=steps), len(steps) * TOKENS_PER_STEP
+
+
+def quest_writer() -> QuestWriter:
+    """The model behind ``POST /quests/plan``."""
+    return QuestWriter()
+
+
 def refusal(
     status: int, error: str, reason: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -146,4 +181,50 @@ def generate_quest(
         token_type=deduction.token_type,
         message=deduction.message,
         replayed=deduction.replayed,
+    )
+
+
+class PlanRequest(BaseModel):
+    goal: str = Field(min_length=1, max_length=200, examples=["Run a marathon"])
+    max_steps: int = Field(default=5, ge=1, le=MAX_STEPS)
+    organization_id: UUID | None = None
+
+
+class PlanResponse(BaseModel):
+    quest: Quest
+    tokens_held: int
+    tokens_used: int
+    remaining_balance: int
+    token_type: str
+    message: str
+
+
+@app.post("/quests/plan", response_model=PlanResponse)
+def plan_quest(
+    body: PlanRequest,
+    tokens: UserTokens,
+    writer: Annotated[QuestWriter, Depends(quest_writer)],
+) -> PlanResponse | JSONResponse:
+    """Hold the most the quest can cost, let the model write, then pay what it used.
+
+    ``spend()`` reserves the estimate (refused with 402/403/429 like a deduction), commits
+    ``hold.actual`` when the block ends, and releases the hold if the block raises.
+    """
+    estimate = body.max_steps * TOKENS_PER_STEP
+    try:
+        with tokens.spend(FEATURE, estimate, organization_id=body.organization_id) as hold:
+            quest, used = writer.write(body.goal, body.max_steps)
+            hold.actual = used
+    except ModelError:
+        # The hold was released: the user pays nothing for a failed call.
+        return refusal(502, "The AI model failed; no tokens were spent", "model_failed")
+    commit = hold.result
+    assert commit is not None  # spend() commits on a clean exit
+    return PlanResponse(
+        quest=quest,
+        tokens_held=hold.reservation.held,
+        tokens_used=commit.tokens_deducted or 0,
+        remaining_balance=commit.remaining_balance,
+        token_type=commit.token_type,
+        message=commit.message,
     )

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import pytest
-from app import app, get_settings, tokens_client
+from app import ModelError, Quest, QuestWriter, app, get_settings, quest_writer, tokens_client
 from app import bearer as bearer_scheme
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.testclient import TestClient
 
-from tokens_client import RateLimited, Settings, TokensClient
+from tokens_client import Settings, TokensClient
 from tokens_client.stack import mint_jwt
 
 if TYPE_CHECKING:
@@ -211,21 +211,154 @@ def test_the_client_is_closed_after_the_request(api: TestClient, member: TestUse
     assert used[0]._supabase.postgrest.session.is_closed
 
 
-class _RateLimitedTokens:
-    """Stands in for a stack with a rate limit: ours has none yet, so no real 429 exists."""
+def test_rate_limited_is_429_with_retry_after(
+    api: TestClient, make_org: OrgFactory, make_user: UserFactory, db: Database
+) -> None:
+    """The stack's real default limit: 5 spends per user per 60 s."""
+    organization = make_org("pro", rate_limited=True)
+    user = make_user(organization, "member")
+    for number in range(5):
+        response = generate(api, user, **{"Idempotency-Key": f"quest-{number}"})
+        assert response.status_code == 200, response.text
 
-    def has_enough_tokens(self, feature: str, organization_id: object = None) -> bool:
-        raise RateLimited(
-            "Rate limit exceeded. Wait before next request.", facts={"retry_after_seconds": 7}
-        )
-
-
-def test_rate_limited_is_429_with_retry_after(api: TestClient, member: TestUser) -> None:
-    app.dependency_overrides[tokens_client] = _RateLimitedTokens
-    response = generate(api, member)
-    assert response.status_code == 429
-    assert response.headers["Retry-After"] == "7"
-    assert response.json() == {
+    refused = generate(api, user)
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.json() == {
         "error": "Rate limit exceeded. Wait before next request.",
         "reason": "rate_limited",
     }
+    assert goal_balance(db, organization) == 20 - 5 * 2
+    assert log_rows(db, organization) == 5
+    assert db.execute(
+        "select kind, reason, details->>'user_id' from ai_token_alerts where organization_id = %s",
+        (organization,),
+    ) == [("refused", "rate_limited", str(user.id))]
+
+    retry = generate(api, user, **{"Idempotency-Key": "quest-4"})
+    assert retry.status_code == 200, "a retried request replays: never rate limited"
+    assert retry.json()["replayed"] is True
+    colleague = make_user(organization, "member")
+    assert generate(api, colleague).status_code == 200, "the limit is per user"
+    assert goal_balance(db, organization) == 20 - 6 * 2
+
+
+# ------------------------------------------------------------ POST /quests/plan
+
+
+def plan(api: TestClient, user: TestUser, **body: Any) -> Any:
+    return api.post(
+        "/quests/plan",
+        json={"goal": "Run a marathon", **body},
+        headers=bearer(user.access_token),
+    )
+
+
+def reservations(db: Database, organization_id: UUID | None) -> list[tuple[Any, ...]]:
+    return [
+        tuple(row)
+        for row in db.execute(
+            "select status, estimate, held, actual, charged, user_id "
+            "from ai_token_reservations where organization_id = %s order by created_at",
+            (organization_id,),
+        )
+    ]
+
+
+def held(db: Database, organization_id: UUID | None) -> int:
+    return int(
+        db.value(
+            "select reserved from ai_tokens where organization_id = %s "
+            "and token_type = 'goal_generation'",
+            (organization_id,),
+        )
+    )
+
+
+class WatchedWriter(QuestWriter):
+    """The app's writer, noting what the database held while the model was writing."""
+
+    def __init__(self, db: Database, organization_id: UUID | None) -> None:
+        self.db = db
+        self.organization_id = organization_id
+        self.held_while_writing: int | None = None
+
+    def write(self, goal: str, max_steps: int) -> tuple[Quest, int]:
+        self.held_while_writing = held(self.db, self.organization_id)
+        return super().write(goal, max_steps)
+
+
+class TimedOutWriter(QuestWriter):
+    """A model call that fails after the tokens were held."""
+
+    def write(self, goal: str, max_steps: int) -> tuple[Quest, int]:
+        raise ModelError("the model timed out")
+
+
+def test_plan_holds_the_estimate_and_commits_what_was_used(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    writer = WatchedWriter(db, member.organization_id)
+    app.dependency_overrides[quest_writer] = lambda: writer
+    response = plan(api, member, max_steps=5)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(body["quest"]["steps"]) == 3
+    assert (body["tokens_held"], body["tokens_used"], body["remaining_balance"]) == (10, 6, 14)
+    assert body["message"] == "Used 6 tokens for generate_quest"
+    assert writer.held_while_writing == 10, "the estimate was held during the model call"
+
+    assert goal_balance(db, member.organization_id) == 14
+    assert held(db, member.organization_id) == 0
+    assert reservations(db, member.organization_id) == [("committed", 10, 10, 6, 6, member.id)]
+    assert db.execute(
+        "select feature_used, tokens_deducted, reservation_id is not null "
+        "from ai_token_usage_log where organization_id = %s",
+        (member.organization_id,),
+    ) == [("generate_quest", 6, True)]
+
+
+def test_plan_releases_the_hold_when_the_model_fails(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    app.dependency_overrides[quest_writer] = TimedOutWriter
+    response = plan(api, member, max_steps=8)
+    assert response.status_code == 502
+    assert response.json() == {
+        "error": "The AI model failed; no tokens were spent",
+        "reason": "model_failed",
+    }
+    assert goal_balance(db, member.organization_id) == 20
+    assert held(db, member.organization_id) == 0
+    assert reservations(db, member.organization_id) == [("released", 16, 16, None, None, member.id)]
+    assert log_rows(db, member.organization_id) == 0
+
+
+def test_plan_refuses_an_estimate_above_what_is_available(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    member.client().deduct_tokens("generate_goal")  # 17 of 20 left
+    response = plan(api, member, max_steps=10)  # holds 20
+    assert response.status_code == 402
+    assert response.json() == {"error": "You're out of AI tokens", "reason": "insufficient_tokens"}
+    assert reservations(db, member.organization_id) == []
+    assert goal_balance(db, member.organization_id) == 17
+    smaller = plan(api, member, max_steps=2)  # holds 4, uses 4
+    assert smaller.status_code == 200, smaller.text
+    assert smaller.json()["remaining_balance"] == 13
+
+
+def test_plan_on_starter_is_403_and_holds_nothing(
+    api: TestClient, make_org: OrgFactory, make_user: UserFactory, db: Database
+) -> None:
+    starter = make_org("starter")
+    response = plan(api, make_user(starter, "owner"))
+    assert response.status_code == 403
+    assert response.json()["reason"] == "feature_not_in_plan"
+    assert reservations(db, starter) == []
+
+
+def test_plan_validates_max_steps(api: TestClient, member: TestUser, db: Database) -> None:
+    assert plan(api, member, max_steps=0).status_code == 422
+    assert plan(api, member, max_steps=11).status_code == 422
+    assert reservations(db, member.organization_id) == []
