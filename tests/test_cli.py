@@ -503,6 +503,7 @@ def test_grant_errors_are_one_line_and_write_nothing(pro_org: UUID, db: Database
         (("general", "5", "--expires", "2020-01-01"), 1, "invalid_request"),
         (("general", "5", "--expires", "soon"), 2, "--expires"),
         (("general", "6", "--external-id", external_id), 1, "idempotency_conflict"),
+        (("general", "10k"), 2, "AMOUNT must be a whole number"),
     ):
         assert_one_error_line(tokens("grant", str(pro_org), *args), code, fragment)
     assert balances_in_db(db, pro_org) == before
@@ -567,8 +568,12 @@ def test_plan_prints_the_changes_and_replays_an_event(pro_org: UUID, db: Databas
     assert "stays on starter" in same.stdout
 
 
-def test_plan_of_an_unknown_organization_is_one_line() -> None:
+def test_plan_errors_are_one_line(pro_org: UUID, db: Database) -> None:
     assert_one_error_line(tokens("plan", NOWHERE, "pro"), 1, "organization_not_found")
+    assert_one_error_line(
+        tokens("plan", str(pro_org), "gold"), 2, "PLAN must be one of starter, pro, enterprise"
+    )
+    assert db.value("select plan from organizations where id = %s", (pro_org,)) == "pro"
 
 
 # ---------------------------------------------------------------------- mode
@@ -626,6 +631,9 @@ def test_mode_without_org_sets_the_global_default(db: Database) -> None:
 
 def test_mode_errors_are_one_line() -> None:
     assert_one_error_line(tokens("mode", "inherit"), 2, "inherit needs an ORG")
+    assert_one_error_line(
+        tokens("mode", "strict"), 2, "MODE must be one of enforce, monitor, off, inherit"
+    )
     assert_one_error_line(tokens("mode", "monitor", NOWHERE), 1, "organization_not_found")
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 import typer
@@ -57,7 +57,8 @@ from tokens_client.stack import Stack, StackError, StackStatus
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-EnforcementChoice = Literal["enforce", "monitor", "off", "inherit"]
+PLANS: tuple[Plan, ...] = ("starter", "pro", "enterprise")
+MODES = ("enforce", "monitor", "off", "inherit")
 
 EXIT_CODES = """Exit codes: 0 done; 1 refused or failed (a TokensError such as
 OrganizationNotFound or ServiceUnavailable, a migration conflict, the stack down, ledger
@@ -114,6 +115,25 @@ def reported_errors() -> Iterator[None]:
         raise fail(str(error)) from None
     except OSError as error:
         raise fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")) from None
+
+
+Choice = TypeVar("Choice", bound=str)
+
+
+def one_of(value: str, allowed: tuple[Choice, ...], name: str) -> Choice:
+    """``value`` when it is one of ``allowed``; else a one-line usage error (exit 2)."""
+    for choice in allowed:
+        if value == choice:
+            return choice
+    raise fail(f"{name} must be one of {', '.join(allowed)}, not {value!r}", code=2)
+
+
+def whole_number(value: str, name: str) -> int:
+    """``value`` as an int; else a one-line usage error (exit 2). Ranges are the API's."""
+    try:
+        return int(value)
+    except ValueError:
+        raise fail(f"{name} must be a whole number, not {value!r}", code=2) from None
 
 
 def print_json(value: Any) -> None:
@@ -468,7 +488,7 @@ def grant_command(
     token_type: Annotated[
         str, typer.Argument(metavar="TOKEN_TYPE", help="e.g. general, goal_generation.")
     ],
-    amount: Annotated[int, typer.Argument(metavar="AMOUNT", help="Tokens to add (1 or more).")],
+    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="Tokens to add (1 or more).")],
     expires: Annotated[
         str | None,
         typer.Option(
@@ -489,6 +509,7 @@ def grant_command(
     as_json: JsonOption = False,
 ) -> None:
     """Top up: add purchased tokens, kept over refreshes and spent after the allowance."""
+    tokens = whole_number(amount, "AMOUNT")
     try:
         expires_at = parse_expires(expires) if expires is not None else None
     except ValueError as error:
@@ -498,7 +519,7 @@ def grant_command(
         grant = admin.grant_tokens(
             organization.id,
             token_type,
-            amount,
+            tokens,
             expires_at=expires_at,
             reason=reason,
             external_id=external_id,
@@ -533,7 +554,7 @@ def grant_command(
 @app.command("plan", epilog=EXIT_CODES_SHORT)
 def plan_command(
     org: OrgArgument,
-    plan: Annotated[Plan, typer.Argument(metavar="PLAN", help="starter, pro or enterprise.")],
+    plan: Annotated[str, typer.Argument(metavar="PLAN", help="starter, pro or enterprise.")],
     event_id: Annotated[
         str | None,
         typer.Option(
@@ -545,9 +566,10 @@ def plan_command(
     """Move to another plan now: upgrades add the difference, downgrades cap the allowance
     (purchased tokens are kept). Prints each token type's allocation and balance change.
     """
+    new_plan = one_of(plan, PLANS, "PLAN")
     with service_role() as admin:
         organization = find_organization(admin, org)
-        change = admin.set_organization_plan(organization.id, plan, event_id)
+        change = admin.set_organization_plan(organization.id, new_plan, event_id)
     if as_json:
         print_json(change)
         return
@@ -580,13 +602,13 @@ MODE_MEANING = {
 @app.command("mode", epilog=EXIT_CODES_SHORT)
 def mode_command(
     mode: Annotated[
-        EnforcementChoice,
+        str,
         typer.Argument(metavar="MODE", help="enforce, monitor, off, or inherit (ORG only)."),
     ],
     org: Annotated[
         str | None,
         typer.Argument(
-            metavar="[ORG]", help="Organization id or exact name; none: the global default."
+            metavar="ORG", help="Organization id or exact name; none: the global default."
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -596,6 +618,7 @@ def mode_command(
     enforce refuses (402/403/429); monitor never refuses but records what it would have
     refused; off checks and charges nothing; inherit drops an organization's own mode.
     """
+    mode = one_of(mode, MODES, "MODE")
     if mode == "inherit" and org is None:
         raise fail("inherit needs an ORG: the global default has nothing to inherit", code=2)
     with service_role() as admin:
@@ -657,7 +680,7 @@ def refresh_command(as_json: JsonOption = False) -> None:
 def ledger_verify(
     org: Annotated[
         str | None,
-        typer.Argument(metavar="[ORG]", help="Organization id or exact name; none: all."),
+        typer.Argument(metavar="ORG", help="Organization id or exact name; none: all."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
