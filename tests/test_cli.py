@@ -297,6 +297,29 @@ def test_usage_by_day_and_since(usage_org: UUID) -> None:
     assert len(tokens_json("usage", str(usage_org), "--since", "all")) == 2
 
 
+def test_usage_entries_list_ids_for_refunds(usage_org: UUID, db: Database) -> None:
+    listed = tokens_json("usage", str(usage_org), "--entries")
+    rows = db.execute(
+        "select id, feature_used, tokens_deducted, user_id from ai_token_usage_log "
+        "where organization_id = %s order by created_at desc, id",
+        (usage_org,),
+    )
+    assert [
+        (UUID(e["id"]), e["feature_used"], e["tokens_deducted"], UUID(e["user_id"])) for e in listed
+    ] == [tuple(row) for row in rows]
+    assert len(tokens_json("usage", str(usage_org), "--entries", "--limit", "2")) == 2
+
+    quest = next(e for e in listed if e["feature_used"] == "generate_quest")
+    tokens_json("refund", quest["id"], "--reason", "listed, then refunded")
+    human = tokens_wide("usage", str(usage_org), "--entries")
+    assert human.exit_code == 0, human.output
+    line = next(line for line in human.stdout.splitlines() if quest["id"] in line)
+    assert line.split()[-2] == datetime.now(timezone.utc).date().isoformat(), "refunded today"
+    for entry in listed:
+        assert entry["id"] in human.stdout
+    assert_one_error_line(tokens("usage", str(usage_org), "--entries", "--limit", "0"), 2)
+
+
 def test_usage_with_a_bad_since_is_one_line(pro_org: UUID) -> None:
     assert_one_error_line(tokens("usage", str(pro_org), "--since", "soon"), 2, "--since")
 

@@ -23,6 +23,7 @@ from tokens_client._models import (
     PlanChange,
     TokenStats,
     TokenTypeStats,
+    UsageEntry,
     UsageGrouping,
     UsageReportRow,
 )
@@ -212,6 +213,30 @@ def usage_table(rows: Sequence[UsageReportRow], by: UsageGrouping, title: str) -
         str(sum(row.tokens for row in rows)),
         style="bold",
     )
+    return Group(Text(title, style="bold"), table)
+
+
+def usage_entries_table(entries: Sequence[UsageEntry], title: str) -> RenderableType:
+    """``tokens usage --entries``: each charge with the id ``tokens refund`` takes."""
+    if not entries:
+        return Text(f"{title}: no usage.")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("When (UTC)", no_wrap=True)
+    table.add_column("Usage id", no_wrap=True)
+    table.add_column("Feature", no_wrap=True)
+    table.add_column("Tokens", justify="right", no_wrap=True)
+    table.add_column("User", no_wrap=True, style="dim")
+    table.add_column("Refunded", no_wrap=True)
+    for entry in entries:
+        table.add_row(
+            moment(entry.created_at),
+            str(entry.id),
+            entry.feature_used,
+            str(entry.tokens_deducted),
+            str(entry.user_id) if entry.user_id else "service role",
+            moment(entry.refunded_at) if entry.refunded_at else "",
+            style="dim" if entry.refunded_at else "",
+        )
     return Group(Text(title, style="bold"), table)
 
 

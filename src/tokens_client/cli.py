@@ -41,6 +41,7 @@ from tokens_client._dashboard import (
     organizations_table,
     plan_change_table,
     stats_dashboard,
+    usage_entries_table,
     usage_table,
 )
 from tokens_client._demo import Demo, DemoStep
@@ -433,13 +434,30 @@ def usage_command(
     since: Annotated[
         str, typer.Option("--since", help="30d, 12h, 90m, an ISO date, or all.")
     ] = "30d",
+    entries: Annotated[
+        bool,
+        typer.Option(
+            "--entries",
+            help="List each usage entry with its id (for `tokens refund`), newest first.",
+        ),
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", help=f"With --entries: at most N (1-{MAX_ROWS}).")
+    ] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """Uses and tokens of an organization, by feature, user or day (the guide's queries)."""
+    """Uses and tokens of an organization, by feature, user or day (the guide's queries),
+    or each usage entry with --entries.
+    """
     try:
         start = parse_since(since)
     except ValueError as error:
         raise fail(str(error), code=2) from None
+    if not 1 <= limit <= MAX_ROWS:
+        raise fail(f"--limit must be between 1 and {MAX_ROWS}, not {limit}", code=2)
+    if entries:
+        _usage_entries(org, start, since, limit, as_json)
+        return
     with service_role() as admin:
         if as_json:
             print_json(admin.usage_report(organization_id_of(admin, org), by, start))
@@ -448,6 +466,19 @@ def usage_command(
         rows = admin.usage_report(organization.id, by, start)
     title = f"Usage of {organization.name} by {by}, {_period(start, since)}"
     console.print(usage_table(rows, by, title))
+
+
+def _usage_entries(org: str, start: datetime | None, since: str, limit: int, as_json: bool) -> None:
+    with service_role() as admin:
+        if as_json:
+            print_json(admin.usage(organization_id_of(admin, org), start, limit))
+            return
+        organization = find_organization(admin, org)
+        rows = admin.usage(organization.id, start, limit)
+    title = f"Usage entries of {organization.name}, {_period(start, since)}"
+    console.print(usage_entries_table(rows, title))
+    if len(rows) == limit:
+        console.print(f"Showing the newest {limit}; --limit shows more.", style="dim")
 
 
 @app.command("alerts", epilog=EXIT_CODES_SHORT)
@@ -703,7 +734,8 @@ def ledger_verify(
         print_json(violations)
     elif not violations:
         console.print(
-            f"[green]✓[/] {escape(scope)} is exact: every balance is the sum of its journal",
+            f"[green]✓[/] {escape(scope)} is exact: balances match their journal, purchased "
+            "tokens their grants, held tokens their reservations, usage its charges",
             highlight=False,
             soft_wrap=True,
         )
@@ -718,7 +750,10 @@ def ledger_verify(
 def refund_command(
     usage_id: Annotated[
         str,
-        typer.Argument(metavar="USAGE_ID", help="The usage-log id (tokens usage / the API)."),
+        typer.Argument(
+            metavar="USAGE_ID",
+            help="The usage_id of a deduction or commit (`tokens usage ORG --entries` lists them).",
+        ),
     ],
     reason: Annotated[
         str | None, typer.Option("--reason", help="Why, kept with the usage and journal.")
@@ -730,11 +765,13 @@ def refund_command(
         raise fail(f"USAGE_ID must be a usage id (a UUID), not {usage_id!r}", code=2)
     with service_role() as admin:
         refund = admin.refund_deduction(usage_id, reason)
-        if not as_json:
-            organization = admin.organization(refund.organization_id)
-    if as_json:
-        print_json(refund)
-        return
+        if as_json:
+            print_json(refund)
+            return
+        try:
+            name = admin.organization(refund.organization_id).name
+        except TokensError:  # refunded all the same: say so, with the id
+            name = str(refund.organization_id)
     purchased = (
         f" ({refund.restored_to_purchased} back to purchased grants)"
         if refund.restored_to_purchased
@@ -742,7 +779,7 @@ def refund_command(
     )
     console.print(
         f"[green]✓[/] Refunded {refund.tokens_refunded} {refund.token_type} tokens of "
-        f"{refund.feature} to {escape(organization.name)}{purchased}: balance "
+        f"{refund.feature} to {escape(name)}{purchased}: balance "
         f"{refund.remaining_balance}",
         highlight=False,
         soft_wrap=True,
