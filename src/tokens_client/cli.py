@@ -932,9 +932,10 @@ def _print_step(step: DemoStep, previous_section: str | None) -> None:
 
 @app.command("demo", epilog=EXIT_CODES_SHORT)
 def demo_command(as_json: JsonOption = False) -> None:
-    """The guide's story on the local stack: check, deduct, retry, dashboard, refusals.
+    """The guide's story on the local stack: check, deduct, retry, hold, refund, refusals.
 
-    Resets the seeded organization Acme first, so it can be run again and again.
+    Resets the seeded organization Acme first (tokens, mode, and a per-user rate limit of
+    its own), so it can be run again and again, also within the same minute.
     """
     with reported_errors():
         status = Stack().status()
