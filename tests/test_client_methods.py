@@ -152,3 +152,38 @@ async def test_async_admin_methods(stack_env: StackEnv, make_user: UserFactory) 
         assert org.id in {o.id for o in await admin.organizations()}
         other = make_user(None)
         assert (await admin.add_member(org.id, other.id)).role == "member"
+
+
+def test_settings_from_a_dotenv_file(
+    tmp_path, member: TestUser, stack_env: StackEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    for name in (
+        "SUPABASE_URL",
+        "SUPABASE_ANON_KEY",
+        "SUPABASE_PUBLISHABLE_KEY",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_SECRET_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        f"SUPABASE_URL={stack_env.url}\n"
+        f"SUPABASE_ANON_KEY={stack_env.anon_key}\n"
+        f"SUPABASE_SERVICE_ROLE_KEY={stack_env.service_role_key}\n"
+    )
+    client = TokensClient.from_env(member.access_token, dotenv_path=str(dotenv))
+    assert client.stats().organization_id == member.organization_id
+    admin = TokensAdmin.from_env(dotenv_path=str(dotenv))
+    assert admin.stats(member.organization_id).plan == "pro"
+
+
+def test_publishable_key_with_the_local_gateway(member: TestUser, stack_env: StackEnv) -> None:
+    from tokens_client.stack import Stack
+
+    status = Stack().status()
+    if not status.running or status.api_url != stack_env.url:
+        pytest.skip("the sb_ keys tested here are those of our local stack")
+    client = TokensClient(stack_env.url, status.publishable_key, member.access_token)
+    assert client.deduct_tokens("ask_assistant").remaining_balance == 49
+    admin = TokensAdmin(stack_env.url, status.secret_key)
+    assert admin.stats(member.organization_id).total_used == 1
