@@ -105,6 +105,8 @@ class Database:
 
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[Any]:
         with self._connection.cursor() as cursor:
+            # bytes: psycopg's typing accepts only literal strings as queries; these are
+            # the tests' own fixed statements, with values always passed as parameters
             cursor.execute(sql.encode(), params)
             return cursor.fetchall() if cursor.description else []
 
