@@ -12,114 +12,8 @@ set search_path = public, extensions;
 
 select plan(174);
 
--- ------------------------------------------------------------------ helpers
--- Created inside this transaction and rolled back with it.
-create schema tests;
-grant usage on schema tests to anon, authenticated, service_role;
-alter default privileges in schema tests grant select on tables to anon, authenticated, service_role;
-alter default privileges in schema tests grant execute on functions to anon, authenticated, service_role;
-
--- Fixtures by name: tests.id('org A') is the uuid created for 'org A'. Volatile on
--- purpose: the planner pre-evaluates stable functions with a snapshot that can miss
--- fixtures created earlier in the same DO block.
-create table tests.fixtures (name text primary key, id uuid not null);
-
-create function tests.id(name text) returns uuid
-language plpgsql volatile as $$
-declare
-  found_id uuid;
-begin
-  select f.id into found_id from tests.fixtures f where f.name = id.name;
-  if found_id is null then
-    raise exception 'tests.id: no fixture named %', name;
-  end if;
-  return found_id;
-end
-$$;
-
--- An organization on a plan, with its ai_tokens rows (initialize_tokens, as postgres).
-create function tests.create_organization(name text, plan text default 'pro') returns uuid
-language plpgsql as $$
-declare
-  new_id uuid := gen_random_uuid();
-begin
-  insert into public.organizations (id, name, plan) values (new_id, name, plan);
-  insert into tests.fixtures values (name, new_id);
-  perform public.initialize_tokens(new_id);
-  return new_id;
-end
-$$;
-
--- A signed-up user; with a profile in an organization (or none) unless profile is false.
-create function tests.create_user(
-  name text, organization text default null, role text default 'member', profile boolean default true
-) returns uuid
-language plpgsql as $$
-declare
-  new_id uuid := gen_random_uuid();
-begin
-  insert into auth.users (id, aud, role, email)
-  values (new_id, 'authenticated', 'authenticated', new_id || '@example.test');
-  if profile then
-    insert into public.user_profiles (id, organization_id, full_name, role)
-    values (new_id, case when organization is not null then tests.id(organization) end, name, create_user.role);
-  end if;
-  insert into tests.fixtures values (name, new_id);
-  return new_id;
-end
-$$;
-
--- Act as a caller the way PostgREST does: the JWT's role becomes the database role and
--- its claims go to request.jwt.claims. clear_authentication returns to postgres.
-create function tests.authenticate_as(name text) returns void
-language plpgsql as $$
-begin
-  perform set_config('request.jwt.claims',
-    json_build_object('sub', tests.id(name), 'role', 'authenticated', 'aud', 'authenticated')::text, true);
-  perform set_config('role', 'authenticated', true);
-end
-$$;
-
-create function tests.authenticate_as_anon() returns void
-language plpgsql as $$
-begin
-  perform set_config('request.jwt.claims', '{"role": "anon"}', true);
-  perform set_config('role', 'anon', true);
-end
-$$;
-
-create function tests.authenticate_as_service_role() returns void
-language plpgsql as $$
-begin
-  perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
-  perform set_config('role', 'service_role', true);
-end
-$$;
-
-create function tests.clear_authentication() returns void
-language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end
-$$;
-
--- A user spends tokens through the API, leaving a usage-log row signed with their id.
--- A spending refusal (402/403/429) is returned, not raised, since the token lifecycle:
--- a fixture that was refused stops the file instead of silently writing nothing.
-create function tests.spend_as(name text, feature text) returns void
-language plpgsql as $$
-declare
-  result jsonb;
-begin
-  perform tests.authenticate_as(name);
-  result := public.deduct_tokens(feature);
-  if result ? 'code' then
-    raise exception 'tests.spend_as: % was refused %: %', name, feature, result;
-  end if;
-  perform tests.clear_authentication();
-end
-$$;
+-- Fixtures by name (tests.id('org A')), callers, tests.spend_as and the client write
+-- attempts (tests.write_attempts()) come from 000-setup-test-helpers.
 
 -- ----------------------------------------------------------------- fixtures
 do $$
@@ -128,23 +22,23 @@ begin
   perform tests.create_organization('org B');
   insert into tests.fixtures values ('org C', gen_random_uuid());  -- created by service_role below
 
-  perform tests.create_user('member of A', 'org A', 'member');
-  perform tests.create_user('admin of A', 'org A', 'admin');
-  perform tests.create_user('owner of A', 'org A', 'owner');
-  perform tests.create_user('member of B', 'org B', 'member');
-  perform tests.create_user('mover', 'org A', 'member');
+  perform tests.create_user('member of A', tests.id('org A'), 'member');
+  perform tests.create_user('admin of A', tests.id('org A'), 'admin');
+  perform tests.create_user('owner of A', tests.id('org A'), 'owner');
+  perform tests.create_user('member of B', tests.id('org B'), 'member');
+  perform tests.create_user('mover', tests.id('org A'), 'member');
   perform tests.create_user('loner', null);
   perform tests.create_user('unprofiled user', profile => false);
 
   -- Usage: org A gets 4 rows (member 2, admin 1, mover 1), org B 2 (member 1, mover 1
   -- after moving from A to B).
-  perform tests.spend_as('member of A', 'ask_assistant');
-  perform tests.spend_as('member of A', 'generate_goal');
-  perform tests.spend_as('admin of A', 'generate_leads');
-  perform tests.spend_as('mover', 'ask_assistant');
+  perform tests.spend_as(tests.id('member of A'), 'ask_assistant');
+  perform tests.spend_as(tests.id('member of A'), 'generate_goal');
+  perform tests.spend_as(tests.id('admin of A'), 'generate_leads');
+  perform tests.spend_as(tests.id('mover'), 'ask_assistant');
   update public.user_profiles set organization_id = tests.id('org B') where id = tests.id('mover');
-  perform tests.spend_as('mover', 'forecast_revenue');
-  perform tests.spend_as('member of B', 'analyze_strategy');
+  perform tests.spend_as(tests.id('mover'), 'forecast_revenue');
+  perform tests.spend_as(tests.id('member of B'), 'analyze_strategy');
 end
 $$;
 
@@ -158,37 +52,6 @@ create table tests.usage_log as
 create table tests.ai_token_types as select * from public.ai_token_types;
 create table tests.ai_plan_allocations as select * from public.ai_plan_allocations;
 create table tests.ai_features as select * from public.ai_features;
-
--- Every write a client might try, one per table and command. Each is a valid row or
--- change, so only a privilege (or, in 004, a policy) can stop it.
-create table tests.write_attempts (
-  position serial primary key,
-  table_name text not null,
-  command text not null,
-  statement text not null
-);
-insert into tests.write_attempts (table_name, command, statement) values
-  ('organizations', 'insert', $$insert into public.organizations (name, plan) values ('Intruders', 'enterprise')$$),
-  ('organizations', 'update', $$update public.organizations set plan = 'enterprise'$$),
-  ('organizations', 'delete', $$delete from public.organizations$$),
-  ('user_profiles', 'insert', $$insert into public.user_profiles (id, organization_id, role) values (tests.id('unprofiled user'), tests.id('org A'), 'owner')$$),
-  ('user_profiles', 'update', $$update public.user_profiles set role = 'owner'$$),
-  ('user_profiles', 'delete', $$delete from public.user_profiles$$),
-  ('ai_token_types', 'insert', $$insert into public.ai_token_types (token_type) values ('free_lunch')$$),
-  ('ai_token_types', 'update', $$update public.ai_token_types set description = 'changed'$$),
-  ('ai_token_types', 'delete', $$delete from public.ai_token_types$$),
-  ('ai_plan_allocations', 'insert', $$insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) values ('starter', 'general', 1000000)$$),
-  ('ai_plan_allocations', 'update', $$update public.ai_plan_allocations set monthly_allocation = 1000000$$),
-  ('ai_plan_allocations', 'delete', $$delete from public.ai_plan_allocations$$),
-  ('ai_features', 'insert', $$insert into public.ai_features (feature, token_type, cost) values ('free_lunch', 'general', 1)$$),
-  ('ai_features', 'update', $$update public.ai_features set cost = 1$$),
-  ('ai_features', 'delete', $$delete from public.ai_features$$),
-  ('ai_tokens', 'insert', $$insert into public.ai_tokens (organization_id, token_type, balance, total_allocated) values (tests.id('org A'), 'general', 1000000, 1000000)$$),
-  ('ai_tokens', 'update', $$update public.ai_tokens set balance = balance + 1000000$$),
-  ('ai_tokens', 'delete', $$delete from public.ai_tokens$$),
-  ('ai_token_usage_log', 'insert', $$insert into public.ai_token_usage_log (organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after) values (tests.id('org A'), tests.id('member of A'), 'general', 'ask_assistant', 1, 0)$$),
-  ('ai_token_usage_log', 'update', $$update public.ai_token_usage_log set tokens_deducted = 1000$$),
-  ('ai_token_usage_log', 'delete', $$delete from public.ai_token_usage_log$$);
 
 -- ------------------------------------------------------ the fixtures are as described
 select results_eq(
@@ -236,10 +99,10 @@ from unnest(array['organizations', 'user_profiles', 'ai_token_types', 'ai_plan_a
 
 select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
          format('anon cannot %s %s', w.command, w.table_name))
-from tests.write_attempts w order by w.position;
+from tests.write_attempts() w order by w.ordinal;
 
 -- ------------------------------------------------------------- member of org A
-select tests.authenticate_as('member of A');
+select tests.authenticate_as(tests.id('member of A'));
 
 select results_eq(
   $$ select id from public.organizations $$,
@@ -270,10 +133,10 @@ select results_eq($$ select * from public.ai_features order by feature $$,
 
 select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
          format('member of A cannot %s %s', w.command, w.table_name))
-from tests.write_attempts w order by w.position;
+from tests.write_attempts() w order by w.ordinal;
 
 -- -------------------------------------------------------------- admin of org A
-select tests.authenticate_as('admin of A');
+select tests.authenticate_as(tests.id('admin of A'));
 
 select results_eq(
   $$ select id from public.organizations $$,
@@ -304,10 +167,10 @@ select results_eq($$ select * from public.ai_features order by feature $$,
 
 select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
          format('admin of A cannot %s %s', w.command, w.table_name))
-from tests.write_attempts w order by w.position;
+from tests.write_attempts() w order by w.ordinal;
 
 -- -------------------------------------------------------------- owner of org A
-select tests.authenticate_as('owner of A');
+select tests.authenticate_as(tests.id('owner of A'));
 
 select results_eq(
   $$ select id from public.ai_token_usage_log order by id $$,
@@ -316,7 +179,7 @@ select results_eq(
 );
 
 -- ------------------------------------------------------------- member of org B
-select tests.authenticate_as('member of B');
+select tests.authenticate_as(tests.id('member of B'));
 
 select results_eq(
   $$ select id from public.organizations $$,
@@ -347,10 +210,10 @@ select results_eq($$ select * from public.ai_features order by feature $$,
 
 select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
          format('member of B cannot %s %s', w.command, w.table_name))
-from tests.write_attempts w order by w.position;
+from tests.write_attempts() w order by w.ordinal;
 
 -- ------------------------------------------- a member who moved from org A to org B
-select tests.authenticate_as('mover');
+select tests.authenticate_as(tests.id('mover'));
 
 select results_eq(
   $$ select id from public.ai_token_usage_log order by id $$,
@@ -360,7 +223,7 @@ select results_eq(
 );
 
 -- ----------------------------------------------------- a user without organization
-select tests.authenticate_as('loner');
+select tests.authenticate_as(tests.id('loner'));
 
 select is_empty($$ select * from public.organizations $$, 'a user without organization sees no organization');
 select results_eq(

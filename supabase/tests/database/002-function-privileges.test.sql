@@ -12,10 +12,8 @@ set search_path = public, extensions;
 select plan(289);
 
 -- ------------------------------------------------------------------ helpers
-create schema tests;
-grant usage on schema tests to anon, authenticated, service_role;
-alter default privileges in schema tests grant select on tables to anon, authenticated, service_role;
-alter default privileges in schema tests grant execute on functions to anon, authenticated, service_role;
+-- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
+-- created in schema tests inside this transaction and rolled back with it.
 
 -- Every function in public and private, whether it is SECURITY DEFINER, and who may
 -- execute it. PUBLIC may execute none of them.
@@ -138,28 +136,8 @@ language sql stable as $$
   where p.oid = to_regprocedure(signature)
 $$;
 
-create function tests.authenticate_as_role(role_name text) returns void
-language plpgsql as $$
-begin
-  perform set_config('request.jwt.claims', case role_name
-    when 'authenticated' then json_build_object('sub', gen_random_uuid(), 'role', role_name)::text
-    else json_build_object('role', role_name)::text end, true);
-  perform set_config('role', role_name, true);
-end
-$$;
-
--- An organization for the calls that need one.
-create table tests.organization (id uuid primary key);
-insert into tests.organization values (gen_random_uuid());
-insert into public.organizations (id, name, plan) select id, 'tests organization', 'pro' from tests.organization;
-
-create function tests.clear_authentication() returns void
-language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end
-$$;
+-- An organization for the calls that need one (without ai_tokens rows).
+select from tests.create_organization('tests organization', 'pro', initialized => false);
 
 -- --------------------------------------------------- every function is declared
 select set_eq(
@@ -183,9 +161,9 @@ order by g.signature, r.position;
 
 -- A security-invoker function runs its helpers as its caller: granting the function
 -- is not enough, every private helper it calls must be granted to the same roles.
-select tests.authenticate_as_role('service_role');
+select tests.authenticate_as_service_role();
 select lives_ok(
-  $$ select * from public.get_usage_report((select id from tests.organization)) $$,
+  $$ select * from public.get_usage_report(tests.id('tests organization')) $$,
   'service_role can run get_usage_report for an organization it names'
 );
 select tests.clear_authentication();
@@ -258,15 +236,15 @@ create table tests.denied_calls as
     r(role_name, allowed)
   where not r.allowed;
 
-select tests.authenticate_as_role('anon');
+select tests.authenticate_as_anon();
 select throws_ok(c.statement, '42501', c.message, format('anon cannot call %s', c.signature))
 from tests.denied_calls c where c.role_name = 'anon' order by c.signature;
 
-select tests.authenticate_as_role('authenticated');
+select tests.authenticate_as(gen_random_uuid());  -- a signed-in user of no organization
 select throws_ok(c.statement, '42501', c.message, format('authenticated cannot call %s', c.signature))
 from tests.denied_calls c where c.role_name = 'authenticated' order by c.signature;
 
-select tests.authenticate_as_role('service_role');
+select tests.authenticate_as_service_role();
 select throws_ok(c.statement, '42501', c.message, format('service_role cannot call %s', c.signature))
 from tests.denied_calls c where c.role_name = 'service_role' order by c.signature;
 

@@ -14,158 +14,10 @@ set search_path = public, extensions;
 select plan(93);
 
 -- ------------------------------------------------------------------ helpers
--- Created inside this transaction and rolled back with it.
-create schema tests;
-grant usage on schema tests to anon, authenticated, service_role;
-alter default privileges in schema tests grant select on tables to anon, authenticated, service_role;
-alter default privileges in schema tests grant execute on functions to anon, authenticated, service_role;
-
--- Fixtures by name: tests.id('pro org') is the uuid created for 'pro org'. Volatile on
--- purpose: the planner pre-evaluates stable functions with a snapshot that can miss
--- fixtures created earlier in the same DO block.
-create table tests.fixtures (name text primary key, id uuid not null);
-
-create function tests.id(name text) returns uuid
-language plpgsql volatile as $$
-declare
-  found_id uuid;
-begin
-  select f.id into found_id from tests.fixtures f where f.name = id.name;
-  if found_id is null then
-    raise exception 'tests.id: no fixture named %', name;
-  end if;
-  return found_id;
-end
-$$;
-
--- An organization on a plan, with its ai_tokens rows unless initialized is false.
-create function tests.create_organization(name text, plan text default 'pro', initialized boolean default true)
-returns void
-language plpgsql as $$
-declare
-  new_id uuid := gen_random_uuid();
-begin
-  insert into public.organizations (id, name, plan) values (new_id, name, plan);
-  insert into tests.fixtures values (name, new_id);
-  if initialized then
-    perform public.initialize_tokens(new_id);
-  end if;
-end
-$$;
-
--- A signed-up user with a profile in an organization (or in none).
-create function tests.create_user(name text, organization text default null, role text default 'member')
-returns void
-language plpgsql as $$
-declare
-  new_id uuid := gen_random_uuid();
-begin
-  insert into auth.users (id, aud, role, email)
-  values (new_id, 'authenticated', 'authenticated', new_id || '@example.test');
-  insert into public.user_profiles (id, organization_id, full_name, role)
-  values (new_id, case when organization is not null then tests.id(organization) end, name, create_user.role);
-  insert into tests.fixtures values (name, new_id);
-end
-$$;
-
--- Act as a caller the way PostgREST does: the JWT's role becomes the database role and
--- its claims go to request.jwt.claims. clear_authentication returns to postgres.
-create function tests.authenticate_as(name text) returns void
-language plpgsql as $$
-begin
-  perform set_config('request.jwt.claims',
-    json_build_object('sub', tests.id(name), 'role', 'authenticated', 'aud', 'authenticated')::text, true);
-  perform set_config('role', 'authenticated', true);
-end
-$$;
-
-create function tests.authenticate_as_anon() returns void
-language plpgsql as $$
-begin
-  perform set_config('request.jwt.claims', '{"role": "anon"}', true);
-  perform set_config('role', 'anon', true);
-end
-$$;
-
-create function tests.authenticate_as_service_role() returns void
-language plpgsql as $$
-begin
-  perform set_config('request.jwt.claims', '{"role": "service_role"}', true);
-  perform set_config('role', 'service_role', true);
-end
-$$;
-
-create function tests.clear_authentication() returns void
-language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end
-$$;
-
--- What a statement raises, as PostgREST reports it: {sqlstate, message, detail (JSON)};
--- null when it succeeds. Runs as the current caller.
-create function tests.refusal(statement text) returns jsonb
-language plpgsql as $$
-declare
-  error_code text;
-  error_message text;
-  error_detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics error_code = returned_sqlstate, error_message = message_text,
-                          error_detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', error_code, 'message', error_message,
-                            'detail', nullif(error_detail, '')::jsonb);
-end
-$$;
-
--- What a call answers: its jsonb result, or {raised: sqlstate, message} when it raises.
-create function tests.answer(statement text) returns jsonb
-language plpgsql as $$
-declare
-  result jsonb;
-  error_code text;
-  error_message text;
-begin
-  execute statement into result;
-  return result;
-exception when others then
-  get stacked diagnostics error_code = returned_sqlstate, error_message = message_text;
-  return jsonb_build_object('raised', error_code, 'message', error_message);
-end
-$$;
-
--- A spending refusal deduct_tokens returns instead of raising, as PostgREST answers it:
--- {http_status (from response.status), code, message, hint, details (the JSON text,
--- parsed)}. Anything else cannot pass for one: a call that raises gives {raised:
--- sqlstate, message}, a result that is not exactly PostgREST's error body (code,
--- message, details as a string, hint) gives {returned: result}. Runs as the current caller.
-create function tests.returned_refusal(statement text) returns jsonb
-language plpgsql as $$
-declare
-  body jsonb;
-  error_code text;
-  error_message text;
-begin
-  perform set_config('response.status', '', true);
-  execute statement into body;
-  if jsonb_typeof(body) is distinct from 'object'
-     or (select array_agg(k order by k) from jsonb_object_keys(body) k) <> array['code', 'details', 'hint', 'message']
-     or jsonb_typeof(body -> 'details') <> 'string' then
-    return jsonb_build_object('returned', body);
-  end if;
-  return jsonb_build_object(
-    'http_status', nullif(current_setting('response.status', true), '')::integer,
-    'code', body -> 'code', 'message', body -> 'message', 'hint', body -> 'hint',
-    'details', (body ->> 'details')::jsonb);
-exception when others then
-  get stacked diagnostics error_code = returned_sqlstate, error_message = message_text;
-  return jsonb_build_object('raised', error_code, 'message', error_message);
-end
-$$;
+-- Fixtures by name (tests.id('pro org')), callers, and what a call raises
+-- (tests.refusal), answers (tests.answer) or returns as a refusal (tests.returned_refusal)
+-- come from 000-setup-test-helpers. This file's own helpers are created in schema tests
+-- inside this transaction and rolled back with it.
 
 -- Results of calls kept for later tests.
 create table tests.results (name text primary key, result jsonb not null);
@@ -243,12 +95,12 @@ begin
   perform tests.create_organization('downgraded org', 'pro');
   insert into tests.fixtures values ('nowhere', gen_random_uuid());  -- no such organization
 
-  perform tests.create_user('member', 'pro org');
-  perform tests.create_user('starter member', 'starter org');
-  perform tests.create_user('other member', 'other org');
-  perform tests.create_user('moving member', 'moving org');
-  perform tests.create_user('uninitialized member', 'uninitialized org');
-  perform tests.create_user('downgraded member', 'downgraded org');
+  perform tests.create_user('member', tests.id('pro org'));
+  perform tests.create_user('starter member', tests.id('starter org'));
+  perform tests.create_user('other member', tests.id('other org'));
+  perform tests.create_user('moving member', tests.id('moving org'));
+  perform tests.create_user('uninitialized member', tests.id('uninitialized org'));
+  perform tests.create_user('downgraded member', tests.id('downgraded org'));
   perform tests.create_user('loner', null);
 
   -- This file is about balances, refusals and retries. The per-user rate limit
@@ -266,7 +118,7 @@ select results_eq(
   'a fresh pro organization holds its plan''s allocation of every token type'
 );
 
-select tests.authenticate_as('member');
+select tests.authenticate_as(tests.id('member'));
 insert into tests.results values ('first', public.deduct_tokens('generate_goal'));
 
 select is(
@@ -356,7 +208,7 @@ select is(public.has_enough_tokens('ask_assistant'), true, 'other token types ar
 -- ============================================== refusals that write nothing
 -- A starter organization: its plan has no allocation, so no feature is offered.
 select tests.save_footprint('starter before', 'starter org');
-select tests.authenticate_as('starter member');
+select tests.authenticate_as(tests.id('starter member'));
 select is(
   tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$) - 'details',
   '{"http_status": 403, "code": "PT403", "message": "Not available on Starter plan", "hint": null}'::jsonb,
@@ -374,7 +226,7 @@ select is(tests.changes_since('starter before', 'starter org'), '{"refused_alert
   'the starter organization''s refusals wrote nothing but a refused alert each');
 
 -- Unknown and missing features.
-select tests.authenticate_as('member');
+select tests.authenticate_as(tests.id('member'));
 select throws_ok($$ select public.deduct_tokens('make_coffee') $$, 'PT404', 'Unknown feature: make_coffee',
   'an unknown feature: PT404');
 select is(
@@ -434,7 +286,7 @@ select is(
 );
 
 -- Callers without an organization, without a user id, without initialized balances.
-select tests.authenticate_as('loner');
+select tests.authenticate_as(tests.id('loner'));
 select is(
   tests.refusal($$ select public.deduct_tokens('ask_assistant') $$),
   '{"sqlstate": "PT403", "message": "You are not a member of any organization",
@@ -455,7 +307,7 @@ select is(
 );
 
 select tests.save_footprint('uninitialized before', 'uninitialized org');
-select tests.authenticate_as('uninitialized member');
+select tests.authenticate_as(tests.id('uninitialized member'));
 select is(
   tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$),
   jsonb_build_object('http_status', 402, 'code', 'PT402', 'message', 'You''re out of AI tokens', 'hint', null,
@@ -468,7 +320,7 @@ select is(tests.changes_since('uninitialized before', 'uninitialized org'), '{"r
   'the refusal created no token row and wrote nothing but its refused alert');
 
 -- ================================================================ idempotency
-select tests.authenticate_as('member');
+select tests.authenticate_as(tests.id('member'));
 insert into tests.results values ('req-1', public.deduct_tokens('ask_assistant', request_id => 'req-1'));
 select is(
   tests.result('req-1') - '{usage_id, message, success, organization_id}'::text[],
@@ -513,7 +365,7 @@ select is(public.deduct_tokens('ask_assistant', request_id => repeat('r', 200)) 
   'a request_id of 200 characters is accepted');
 select is(tests.usage_count('pro org'), 10, 'the two invalid request_ids wrote nothing');
 
-select tests.authenticate_as('other member');
+select tests.authenticate_as(tests.id('other member'));
 select is(
   public.deduct_tokens('ask_assistant', request_id => 'req-1')
     - '{usage_id, message, success, tokens_deducted, token_type, feature}'::text[],
@@ -526,14 +378,14 @@ select is(
 -- tokens were spent, and refusing the retry would tell the client they were not.
 -- (A refusal would not raise: it would come back as a PT403 body, so the retry's result
 -- itself is compared with the first.)
-select tests.authenticate_as('downgraded member');
+select tests.authenticate_as(tests.id('downgraded member'));
 insert into tests.results values ('req-d', public.deduct_tokens('ask_assistant', request_id => 'req-d'));
 select is((tests.result('req-d') ->> 'replayed')::boolean, false,
   'a member of a pro organization spends with request_id req-d');
 select tests.authenticate_as_service_role();
 select is((select count(*)::integer from public.initialize_tokens(tests.id('downgraded org'), 'starter')), 5,
   'the organization then moves to starter');
-select tests.authenticate_as('downgraded member');
+select tests.authenticate_as(tests.id('downgraded member'));
 select is(tests.answer($$ select public.deduct_tokens('ask_assistant', request_id => 'req-d') $$),
   tests.result('req-d') || '{"replayed": true}',
   'a retry of req-d after the move to starter is replayed (the first result), not refused');
@@ -542,13 +394,13 @@ select is(tests.answer($$ select public.deduct_tokens('ask_assistant', request_i
 -- feature is looked up; a new request for it is an unknown feature.
 select tests.clear_authentication();
 insert into public.ai_features (feature, token_type, cost) values ('tests_retired_feature', 'general', 1);
-select tests.authenticate_as('other member');
+select tests.authenticate_as(tests.id('other member'));
 insert into tests.results values
   ('req-retired', public.deduct_tokens('tests_retired_feature', request_id => 'req-retired'));
 select is(tests.result('req-retired') ->> 'tokens_deducted', '1', 'a member spends on a feature with request_id req-retired');
 select tests.clear_authentication();
 delete from public.ai_features where feature = 'tests_retired_feature';
-select tests.authenticate_as('other member');
+select tests.authenticate_as(tests.id('other member'));
 select is(tests.answer($$ select public.deduct_tokens('tests_retired_feature', request_id => 'req-retired') $$),
   tests.result('req-retired') || '{"replayed": true}',
   'a retry of req-retired after the feature left the catalog is replayed (the first result)');
@@ -599,7 +451,7 @@ select is(public.has_enough_tokens('ask_assistant', organization_id => tests.id(
   'service_role may ask has_enough_tokens for an organization it names');
 
 -- =========================================================== initialize_tokens
-select tests.authenticate_as('member');
+select tests.authenticate_as(tests.id('member'));
 select throws_ok(format('select public.initialize_tokens(%L)', tests.id('pro org')), '42501',
   'permission denied for function initialize_tokens', 'a member cannot execute initialize_tokens');
 
@@ -636,7 +488,7 @@ select results_eq(
             ('starter', 'lead_generation', 0, 0), ('starter', 'strategy_analysis', 0, 0) $$,
   'on starter every balance and allocation is 0'
 );
-select tests.authenticate_as('moving member');
+select tests.authenticate_as(tests.id('moving member'));
 select is(
   tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$),
   jsonb_build_object('http_status', 403, 'code', 'PT403', 'message', 'Not available on Starter plan', 'hint', null,
@@ -665,7 +517,7 @@ select is(
 );
 
 -- ============================================================= get_token_stats
-select tests.authenticate_as('member');
+select tests.authenticate_as(tests.id('member'));
 insert into tests.results values ('fresh stats', public.get_token_stats());
 select is(
   tests.result('fresh stats') - 'by_type',

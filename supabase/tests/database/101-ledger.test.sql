@@ -5,30 +5,13 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(22);
 
--- Test helpers: act as a user (null: the service role) or as postgres again.
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
 -- Fixtures: organization A (pro) with an owner and a member; organization B (pro) with a member.
-select gen_random_uuid() as org_a, gen_random_uuid() as org_b, gen_random_uuid() as owner_a,
-       gen_random_uuid() as member_a, gen_random_uuid() as member_b \gset
-insert into auth.users (id, aud, role, email) values
-  (:'owner_a', 'authenticated', 'authenticated', 'owner-' || :'owner_a' || '@test'),
-  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test'),
-  (:'member_b', 'authenticated', 'authenticated', 'member-' || :'member_b' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_a', 'Ledger A', 'pro'), (:'org_b', 'Ledger B', 'pro');
-insert into public.user_profiles (id, organization_id, role) values
-  (:'owner_a', :'org_a', 'owner'), (:'member_a', :'org_a', 'member'), (:'member_b', :'org_b', 'member');
+select tests.create_organization('Ledger A', 'pro', initialized => false) as org_a,
+       tests.create_organization('Ledger B', 'pro', initialized => false) as org_b \gset
+select tests.create_user('owner A', :'org_a', 'owner') as owner_a, tests.create_user('member A', :'org_a') as member_a,
+       tests.create_user('member B', :'org_b') as member_b \gset
 select from public.initialize_tokens(:'org_a');
 select from public.initialize_tokens(:'org_b');
 
@@ -38,9 +21,9 @@ select results_eq(
   'initialize_tokens journals one allocation row per token type with the allocation as delta');
 
 -- A deduction by a member.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select (public.deduct_tokens('generate_goal') ->> 'usage_id') as usage_id \gset
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 
 select results_eq(
   format($$select kind, delta, balance_after, usage_id::text, actor::text from public.ai_token_ledger
@@ -129,7 +112,7 @@ update public.ai_tokens set purchased_balance = 0, reserved = 0 where organizati
 select is_empty('select * from public.verify_token_ledger()', 'verify_token_ledger() over all organizations is clean again');
 
 -- The journal is append-only, for the service role too.
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select throws_ok(
   format($$update public.ai_token_ledger set delta = 1 where organization_id = %L$$, :'org_a'),
   '42501', null, 'the service role cannot update journal rows');
@@ -138,20 +121,20 @@ select throws_ok(
   '42501', null, 'the service role cannot delete journal rows');
 select isnt_empty(format($$select 1 from public.ai_token_ledger where organization_id = %L$$, :'org_a'),
   'the service role reads the journal');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 
 -- Who reads the journal (RLS).
-select pg_temp.act_as(:'owner_a');
+select tests.authenticate_as(:'owner_a');
 select is((select count(distinct organization_id) from public.ai_token_ledger), 1::bigint,
   'an owner reads the journal of their organization only');
 select isnt_empty(format($$select 1 from public.ai_token_ledger where organization_id = %L$$, :'org_a'),
   'an owner reads their organization''s journal');
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is_empty('select 1 from public.ai_token_ledger', 'a plain member does not read the journal');
 select throws_ok(
   format($$insert into public.ai_token_ledger (organization_id, token_type, kind, delta, balance_after) values (%L, 'general', 'grant', 5, 5)$$, :'org_a'),
   '42501', null, 'a member cannot write the journal');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 
 -- Deleting an organization takes its journal with it.
 delete from public.organizations where id = :'org_b';

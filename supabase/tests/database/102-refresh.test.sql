@@ -6,58 +6,25 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(24);
 
--- Test helpers: act as a user (null: the service role) or as postgres again; the error a
--- statement raises as {sqlstate, message, detail} (null when it succeeds).
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
-declare
-  state text;
-  msg text;
-  detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', state, 'message', msg,
-                            'detail', case when detail like '{%' then detail::jsonb end);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
 -- Fixtures: organizations A and B (pro) with a member each; the rate limit out of the way.
-select gen_random_uuid() as org_a, gen_random_uuid() as org_b, gen_random_uuid() as member_a,
-       gen_random_uuid() as member_b \gset
-insert into auth.users (id, aud, role, email) values
-  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test'),
-  (:'member_b', 'authenticated', 'authenticated', 'member-' || :'member_b' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_a', 'Refresh A', 'pro'), (:'org_b', 'Refresh B', 'pro');
-insert into public.user_profiles (id, organization_id, role) values (:'member_a', :'org_a', 'member'), (:'member_b', :'org_b', 'member');
-select from public.initialize_tokens(:'org_a');
-select from public.initialize_tokens(:'org_b');
+select tests.create_organization('Refresh A') as org_a, tests.create_organization('Refresh B') as org_b \gset
+select tests.create_user('member A', :'org_a') as member_a, tests.create_user('member B', :'org_b') as member_b \gset
 update public.ai_rate_limits set max_requests = 1000;
 
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select from public.deduct_tokens('generate_goal');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 
 -- The period ended yesterday.
 update public.ai_tokens set refresh_date = now() - interval '1 day'
 where organization_id = :'org_a' and token_type = 'goal_generation'
 returning refresh_date as old_refresh \gset
 
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select ok(public.has_enough_tokens('generate_goal'), 'has_enough_tokens answers after the due refresh');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select balance, total_allocated, refresh_date, period_started_at from public.ai_tokens
            where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
@@ -69,26 +36,26 @@ select results_eq(
   $$values ('refresh'::text, 3, 20)$$,
   'the refresh is journaled with the tokens it gave back');
 
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is((public.deduct_tokens('generate_goal') ->> 'remaining_balance')::integer, 17,
   'the next deduction spends from the refreshed balance');
 select ok(public.has_enough_tokens('generate_goal'), 'a second check in the same period');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select count(*) from public.ai_token_ledger
            where organization_id = :'org_a' and token_type = 'goal_generation' and kind = 'refresh'), 1::bigint,
   'the period is refreshed exactly once however many calls follow');
 
 -- deduct_tokens refreshes lazily too, before it spends.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select from public.deduct_tokens('ask_assistant');
 select from public.deduct_tokens('ask_assistant');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_tokens set refresh_date = now() - interval '1 hour'
 where organization_id = :'org_a' and token_type = 'general';
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is((public.deduct_tokens('ask_assistant') ->> 'remaining_balance')::integer, 49,
   'deduct_tokens refreshes a due row first, then spends');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select kind, delta from public.ai_token_ledger
            where organization_id = %L and token_type = 'general' order by id desc limit 2$$, :'org_a'),
@@ -99,9 +66,9 @@ select results_eq(
 update public.ai_tokens set refresh_date = now() - interval '3 months 2 days'
 where organization_id = :'org_a' and token_type = 'forecast'
 returning refresh_date as overdue_refresh \gset
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select from public.get_token_stats();
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select refresh_date, period_started_at from public.ai_tokens where organization_id = %L and token_type = 'forecast'$$, :'org_a'),
   format($$values (%L::timestamptz + interval '4 months', %L::timestamptz + interval '3 months')$$, :'overdue_refresh', :'overdue_refresh'),
@@ -113,37 +80,37 @@ select ok((select refresh_date > now() and refresh_date - interval '1 month' <= 
 -- The refresh gives the plan's current allocation and keeps purchased tokens.
 update public.ai_plan_allocations set monthly_allocation = 25 where plan = 'pro' and token_type = 'goal_generation';
 select from public.grant_tokens(:'org_a', 'goal_generation', 10, null, 'test top-up');
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select from public.deduct_tokens('generate_goal');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select balance, purchased_balance from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
   $$values (24, 10)$$,
   'before the refresh: the period allowance was spent first, purchased tokens untouched');
 update public.ai_tokens set refresh_date = now() - interval '1 minute'
 where organization_id = :'org_a' and token_type = 'goal_generation';
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select from public.has_enough_tokens('generate_goal');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select balance, purchased_balance, total_allocated from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
   $$values (35, 10, 25)$$,
   'the refresh resets the period part to the plan''s current allocation and keeps the purchased tokens');
 
 -- A read-only transaction (PostgREST GET) sees the settled numbers and writes nothing.
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.deduct_tokens('forecast_revenue', :'org_b');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_tokens set refresh_date = now() - interval '1 minute'
 where organization_id = :'org_b' and token_type = 'forecast';
 select (t.*)::text as before_settle, (private.settled_view(t))::text as projected
 from public.ai_tokens t where organization_id = :'org_b' and token_type = 'forecast' \gset
-select pg_temp.act_as(:'member_b');
+select tests.authenticate_as(:'member_b');
 select is(
   (select (e ->> 'balance')::integer from jsonb_array_elements(public.get_token_stats() -> 'by_type') e
    where e ->> 'token_type' = 'forecast'), 30,
   'get_token_stats shows the refreshed balance');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 -- settled_view must agree with settle_tokens (the projection reads use).
 select results_eq(
   format($$select balance, purchased_balance, reserved, total_allocated, refresh_date, period_started_at
@@ -153,10 +120,10 @@ select results_eq(
   'settled_view projects exactly what settle_tokens writes');
 
 -- The daily job: everything due, each row on its own; failures recorded, not swallowed.
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.deduct_tokens('ask_assistant', :'org_b');
 select from public.deduct_tokens('generate_leads', :'org_b');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_tokens set refresh_date = now() - interval '2 days' where organization_id = :'org_b';
 create function public.test_refresh_boom() returns trigger language plpgsql as $$
 begin
@@ -191,20 +158,20 @@ select case when exists (select from pg_extension where extname = 'pg_cron')
 
 -- PostgREST runs GET requests in a read-only transaction: the reads answer from the row
 -- as it will be once settled, and write nothing.
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from generate_series(1, 10) i cross join lateral public.deduct_tokens('generate_leads', :'org_a', 'leads-' || i);
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_tokens set refresh_date = now() - interval '1 minute'
 where organization_id = :'org_a' and token_type = 'lead_generation';
 set local transaction_read_only = on;
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select ok(public.has_enough_tokens('generate_leads'),
   'in a read-only transaction has_enough_tokens answers from the refreshed balance');
 select is(
   (select (e ->> 'balance')::integer from jsonb_array_elements(public.get_token_stats() -> 'by_type') e
    where e ->> 'token_type' = 'lead_generation'), 50,
   'in a read-only transaction get_token_stats shows the refreshed balance');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select balance, refresh_date < now() from public.ai_tokens where organization_id = %L and token_type = 'lead_generation'$$, :'org_a'),
   $$values (0, true)$$,

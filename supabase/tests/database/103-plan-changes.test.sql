@@ -6,45 +6,16 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(20);
 
--- Test helpers: act as a user (null: the service role) or as postgres again; the error a
--- statement raises as {sqlstate, message, detail} (null when it succeeds).
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
-declare
-  state text;
-  msg text;
-  detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', state, 'message', msg,
-                            'detail', case when detail like '{%' then detail::jsonb end);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
-select gen_random_uuid() as org_a, gen_random_uuid() as org_new, gen_random_uuid() as member_a \gset
-insert into auth.users (id, aud, role, email) values
-  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_a', 'Plans A', 'pro'), (:'org_new', 'Plans New', 'starter');
-insert into public.user_profiles (id, organization_id, role) values (:'member_a', :'org_a', 'member');
-select from public.initialize_tokens(:'org_a');
+select tests.create_organization('Plans A') as org_a,
+       tests.create_organization('Plans New', 'starter', initialized => false) as org_new \gset
+select tests.create_user('member A', :'org_a') as member_a \gset
 update public.ai_rate_limits set max_requests = 1000;
 
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select from public.deduct_tokens('generate_goal');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 
 -- Upgrade pro -> enterprise: the allocation rises at once, by the difference.
 select public.set_organization_plan(:'org_a', 'enterprise', 'evt_upgrade_' || :'org_a') as upgrade \gset
@@ -74,14 +45,14 @@ select is(public.set_organization_plan(:'org_a', 'enterprise', 'evt_upgrade_' ||
   'a replayed event returns the first result');
 select is((select count(*) from public.ai_token_ledger where organization_id = :'org_a' and kind = 'plan_change'), 5::bigint,
   'a replayed event writes nothing');
-select is(pg_temp.failure(format($$select public.set_organization_plan(%L, 'pro', %L)$$, :'org_a', 'evt_upgrade_' || :'org_a')) -> 'detail' ->> 'reason',
+select is(tests.refusal(format($$select public.set_organization_plan(%L, 'pro', %L)$$, :'org_a', 'evt_upgrade_' || :'org_a')) -> 'detail' ->> 'reason',
   'idempotency_conflict', 'the same event_id for another plan is refused (409)');
 
 -- Downgrade enterprise -> pro: the period allowance is capped, purchased tokens stay.
 select from public.grant_tokens(:'org_a', 'goal_generation', 10, null, 'top-up');
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select from public.deduct_tokens('analyze_strategy');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_tokens set balance = 15 where organization_id = :'org_a' and token_type = 'forecast';
 select from public.set_organization_plan(:'org_a', 'pro');
 select results_eq(
@@ -97,13 +68,13 @@ select results_eq(
   $$values ('forecast'::text, 0, 0, 0), ('general', 0, 0, 0), ('goal_generation', 10, 10, 0),
            ('lead_generation', 0, 0, 0), ('strategy_analysis', 0, 0, 0)$$,
   'on starter the allowance is zero; purchased tokens remain');
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.deduct_tokens('generate_goal') as starter_refusal \gset
 select is((:'starter_refusal'::jsonb) ->> 'code', 'PT403', 'deduct_tokens on starter answers HTTP 403');
 select is(((:'starter_refusal'::jsonb) ->> 'details')::jsonb ->> 'reason', 'feature_not_in_plan', 'with reason feature_not_in_plan');
-select is(pg_temp.failure($$select public.has_enough_tokens('generate_goal')$$) -> 'detail' ->> 'reason', 'feature_not_in_plan',
+select is(tests.refusal($$select public.has_enough_tokens('generate_goal')$$) -> 'detail' ->> 'reason', 'feature_not_in_plan',
   'has_enough_tokens on starter refuses with feature_not_in_plan');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select balance from public.ai_tokens where organization_id = :'org_a' and token_type = 'goal_generation'), 10,
   'the refused deduction spent nothing');
 
@@ -124,14 +95,14 @@ select results_eq(
   'set_organization_plan creates the token rows of an organization that had none');
 
 -- Bad input and callers.
-select is(pg_temp.failure(format($$select public.set_organization_plan(%L, 'platinum')$$, :'org_a')) -> 'detail' ->> 'reason',
+select is(tests.refusal(format($$select public.set_organization_plan(%L, 'platinum')$$, :'org_a')) -> 'detail' ->> 'reason',
   'invalid_plan', 'an unknown plan is refused (400 invalid_plan)');
-select is(pg_temp.failure(format($$select public.set_organization_plan(%L, 'pro')$$, gen_random_uuid())) ->> 'sqlstate',
+select is(tests.refusal(format($$select public.set_organization_plan(%L, 'pro')$$, gen_random_uuid())) ->> 'sqlstate',
   'PT404', 'an unknown organization is refused (404)');
-select pg_temp.act_as(:'member_a');
-select is(pg_temp.failure(format($$select public.set_organization_plan(%L, 'enterprise')$$, :'org_a')) ->> 'sqlstate',
+select tests.authenticate_as(:'member_a');
+select is(tests.refusal(format($$select public.set_organization_plan(%L, 'enterprise')$$, :'org_a')) ->> 'sqlstate',
   '42501', 'members cannot change plans');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is_empty('select * from public.verify_token_ledger()', 'the ledger is consistent after the plan changes');
 
 select * from finish();

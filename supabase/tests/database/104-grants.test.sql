@@ -6,57 +6,27 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(26);
 
--- Test helpers: act as a user (null: the service role) or as postgres again; the error a
--- statement raises as {sqlstate, message, detail} (null when it succeeds).
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
-declare
-  state text;
-  msg text;
-  detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', state, 'message', msg,
-                            'detail', case when detail like '{%' then detail::jsonb end);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
-select gen_random_uuid() as org_a, gen_random_uuid() as org_new, gen_random_uuid() as owner_a, gen_random_uuid() as member_a \gset
-insert into auth.users (id, aud, role, email) values
-  (:'owner_a', 'authenticated', 'authenticated', 'owner-' || :'owner_a' || '@test'),
-  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_a', 'Grants A', 'pro'), (:'org_new', 'Grants New', 'pro');
-insert into public.user_profiles (id, organization_id, role) values (:'owner_a', :'org_a', 'owner'), (:'member_a', :'org_a', 'member');
-select from public.initialize_tokens(:'org_a');
+select tests.create_organization('Grants A') as org_a,
+       tests.create_organization('Grants New', 'pro', initialized => false) as org_new \gset
+select tests.create_user('owner A', :'org_a', 'owner') as owner_a, tests.create_user('member A', :'org_a') as member_a \gset
 
 -- Bad input.
-select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'goal_generation', %s)$$, :'org_a', amount)) -> 'detail' ->> 'reason',
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'goal_generation', %s)$$, :'org_a', amount)) -> 'detail' ->> 'reason',
   'invalid_amount', format('amount %s is refused with invalid_amount (400)', amount))
 from unnest(array['0', '-5', '1000000001', 'null']) as amount;
-select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'goal_generation', 10, now() - interval '1 day')$$, :'org_a')) -> 'detail',
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'goal_generation', 10, now() - interval '1 day')$$, :'org_a')) -> 'detail',
   jsonb_build_object('reason', 'invalid_request', 'field', 'expires_at', 'expires_at', now() - interval '1 day'),
   'an expiry in the past is refused (400)');
-select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'gold_bars', 10)$$, :'org_a')) -> 'detail' ->> 'reason',
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'gold_bars', 10)$$, :'org_a')) -> 'detail' ->> 'reason',
   'unknown_token_type', 'an unknown token type is refused (404)');
-select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'general', 10)$$, gen_random_uuid())) ->> 'sqlstate',
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'general', 10)$$, gen_random_uuid())) ->> 'sqlstate',
   'PT404', 'an unknown organization is refused (404)');
-select pg_temp.act_as(:'owner_a');
-select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'general', 10)$$, :'org_a')) ->> 'sqlstate',
+select tests.authenticate_as(:'owner_a');
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'general', 10)$$, :'org_a')) ->> 'sqlstate',
   '42501', 'organization owners cannot grant tokens; only the service role can');
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 
 -- Three grants: A expires in 10 days, B in 5 days, C never.
 select public.grant_tokens(:'org_a', 'goal_generation', 10, now() + interval '10 days', 'pack A') ->> 'grant_id' as grant_a \gset
@@ -77,7 +47,7 @@ select is(public.grant_tokens(:'org_a', 'goal_generation', 10, null, 'pack C', '
   (:'grant_c'::jsonb) || '{"replayed": true}', 'the same external_id returns the first grant');
 select is((select balance from public.ai_tokens where organization_id = :'org_a' and token_type = 'goal_generation'), 50,
   'and grants nothing twice');
-select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'goal_generation', 11, null, 'pack C', %L)$$, :'org_a', 'pay_c_' || :'org_a')) -> 'detail' ->> 'reason',
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'goal_generation', 11, null, 'pack C', %L)$$, :'org_a', 'pay_c_' || :'org_a')) -> 'detail' ->> 'reason',
   'idempotency_conflict', 'the same external_id with another amount is refused (409)');
 
 -- Spending: the period allowance first (20), then the grant that expires first (B), then A, then C.
@@ -110,9 +80,9 @@ select results_eq(
   'after the refresh: 20 allowance + 17 purchased');
 
 -- Expiry, lazily: the next deduction removes what is left of an expired grant first.
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_token_grants set expires_at = now() - interval '1 second' where id = :'grant_a';
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.deduct_tokens('generate_goal', :'org_a');
 select results_eq(
   format($$select kind, delta, grant_id::text from public.ai_token_ledger
@@ -125,9 +95,9 @@ select results_eq(
   'the grant records what expired');
 
 -- Expiry through the daily job.
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_token_grants set expires_at = now() - interval '1 second' where reason = 'pack C' and organization_id = :'org_a';
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.refresh_due_tokens();
 select results_eq(
   format($$select balance, purchased_balance from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
@@ -137,7 +107,7 @@ select results_eq(
 -- The balance cannot overflow.
 select from public.grant_tokens(:'org_a', 'general', 1000000000);
 select from public.grant_tokens(:'org_a', 'general', 1000000000);
-select is(pg_temp.failure(format($$select public.grant_tokens(%L, 'general', 1000000000)$$, :'org_a')) -> 'detail' ->> 'reason',
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'general', 1000000000)$$, :'org_a')) -> 'detail' ->> 'reason',
   'invalid_amount', 'a grant that would overflow the balance is refused (400 invalid_amount)');
 
 -- An organization without token rows gets one.
@@ -148,11 +118,11 @@ select results_eq(
   'a grant creates the token row of an organization that had none');
 
 -- Who reads grants.
-select pg_temp.act_as(:'owner_a');
+select tests.authenticate_as(:'owner_a');
 select is((select count(*) from public.ai_token_grants), 5::bigint, 'owners read their organization''s grants');
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is_empty('select 1 from public.ai_token_grants', 'plain members do not read grants');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is_empty('select * from public.verify_token_ledger()', 'the ledger is consistent after grants, spending and expiry');
 
 select * from finish();

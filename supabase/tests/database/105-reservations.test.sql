@@ -7,51 +7,15 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(43);
 
--- Test helpers: act as a user (null: the service role) or as postgres again; the error a
--- statement raises as {sqlstate, message, detail} (null when it succeeds).
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
-declare
-  state text;
-  msg text;
-  detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', state, 'message', msg,
-                            'detail', case when detail like '{%' then detail::jsonb end);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
-select gen_random_uuid() as org_a, gen_random_uuid() as org_b, gen_random_uuid() as member_a,
-       gen_random_uuid() as member_a2, gen_random_uuid() as admin_a, gen_random_uuid() as outsider \gset
-insert into auth.users (id, aud, role, email) values
-  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test'),
-  (:'member_a2', 'authenticated', 'authenticated', 'member2-' || :'member_a2' || '@test'),
-  (:'admin_a', 'authenticated', 'authenticated', 'admin-' || :'admin_a' || '@test'),
-  (:'outsider', 'authenticated', 'authenticated', 'outsider-' || :'outsider' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_a', 'Holds A', 'pro'), (:'org_b', 'Holds B', 'pro');
-insert into public.user_profiles (id, organization_id, role) values
-  (:'member_a', :'org_a', 'member'), (:'member_a2', :'org_a', 'member'), (:'admin_a', :'org_a', 'admin'),
-  (:'outsider', :'org_b', 'owner');
-select from public.initialize_tokens(:'org_a');
-select from public.initialize_tokens(:'org_b');
+select tests.create_organization('Holds A') as org_a, tests.create_organization('Holds B') as org_b \gset
+select tests.create_user('member A', :'org_a') as member_a, tests.create_user('member A2', :'org_a') as member_a2,
+       tests.create_user('admin A', :'org_a', 'admin') as admin_a, tests.create_user('outsider', :'org_b', 'owner') as outsider \gset
 update public.ai_rate_limits set max_requests = 1000;
 
 -- A hold of 15 of the 20 goal tokens.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.reserve_tokens('generate_quest', 15, 300) as hold \gset
 select is((:'hold'::jsonb) - 'reservation_id' - 'expires_at' - 'created_at',
   jsonb_build_object('organization_id', :'org_a', 'feature', 'generate_quest', 'token_type', 'goal_generation',
@@ -60,7 +24,7 @@ select is((:'hold'::jsonb) - 'reservation_id' - 'expires_at' - 'created_at',
     'available', 5, 'would_have_refused', null),
   'reserve_tokens holds the estimate and reports what stays available');
 select ok(((:'hold'::jsonb) ->> 'expires_at')::timestamptz = now() + interval '300 seconds', 'the hold expires after ttl_seconds');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select balance, reserved from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
   $$values (20, 15)$$, 'a hold does not move the balance; it is counted in reserved');
@@ -68,7 +32,7 @@ select is((select count(*) from public.ai_token_ledger where organization_id = :
   'a hold writes no journal row (the balance did not change)');
 
 -- Spending sees only what is not held.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select ok(public.has_enough_tokens('generate_goal'), 'has_enough_tokens: 5 available cover 3');
 select is((public.deduct_tokens('generate_goal') ->> 'remaining_balance')::integer, 17, 'a deduction beside the hold');
 select ok(not public.has_enough_tokens('generate_goal'), 'has_enough_tokens: 2 available do not cover 3');
@@ -76,11 +40,11 @@ select public.deduct_tokens('generate_goal') as refused \gset
 select is(((:'refused'::jsonb) ->> 'details')::jsonb,
   '{"reason": "insufficient_tokens", "feature": "generate_goal", "token_type": "goal_generation", "required": 3, "balance": 17, "reserved": 15, "available": 2, "initialized": true}'::jsonb,
   'deduct_tokens refuses what would eat into a hold (402 insufficient_tokens)');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select from set_config('response.status', '', true);
 
 -- Commit: charge the actual amount, give back the rest.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.commit_reservation(((:'hold'::jsonb) ->> 'reservation_id')::uuid, 10) as committed \gset
 select is((:'committed'::jsonb) - 'usage_id' - 'expires_at' - 'created_at' - 'settled_at' - 'reservation_id',
   jsonb_build_object('organization_id', :'org_a', 'feature', 'generate_quest', 'token_type', 'goal_generation',
@@ -88,7 +52,7 @@ select is((:'committed'::jsonb) - 'usage_id' - 'expires_at' - 'created_at' - 'se
     'request_id', null, 'enforcement', 'enforce', 'remaining_balance', 7, 'uncharged', 0,
     'message', 'Used 10 tokens for generate_quest'),
   'commit_reservation charges the actual amount');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select balance, reserved from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
   $$values (7, 0)$$, 'the rest of the hold is available again');
@@ -106,67 +70,67 @@ select results_eq(
   'the commit is journaled as reservation_capture');
 
 -- A settled hold cannot be settled again.
-select pg_temp.act_as(:'member_a');
-select is(pg_temp.failure(format('select public.commit_reservation(%L, 10)', (:'hold'::jsonb) ->> 'reservation_id')) -> 'detail',
+select tests.authenticate_as(:'member_a');
+select is(tests.refusal(format('select public.commit_reservation(%L, 10)', (:'hold'::jsonb) ->> 'reservation_id')) -> 'detail',
   jsonb_build_object('reason', 'reservation_not_active', 'reservation_id', (:'hold'::jsonb) ->> 'reservation_id', 'status', 'committed'),
   'a second commit is refused (409 reservation_not_active): a retried commit never charges twice');
-select is(pg_temp.failure(format('select public.release_reservation(%L)', (:'hold'::jsonb) ->> 'reservation_id')) -> 'detail' ->> 'reason',
+select is(tests.refusal(format('select public.release_reservation(%L)', (:'hold'::jsonb) ->> 'reservation_id')) -> 'detail' ->> 'reason',
   'reservation_not_active', 'a committed hold cannot be released');
 
 -- More than the estimate is refused and the hold stays.
 select public.reserve_tokens('generate_quest', 5) ->> 'reservation_id' as hold2 \gset
-select is(pg_temp.failure(format('select public.commit_reservation(%L, 6)', :'hold2')),
+select is(tests.refusal(format('select public.commit_reservation(%L, 6)', :'hold2')),
   jsonb_build_object('sqlstate', 'PT409', 'message', 'actual 6 exceeds the reserved estimate 5',
     'detail', jsonb_build_object('reason', 'reservation_exceeded', 'reservation_id', :'hold2', 'estimate', 5, 'actual', 6)),
   'committing more than the estimate is refused (409 reservation_exceeded)');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select status from public.ai_token_reservations where id = :'hold2'), 'active', 'the hold stays active after that refusal');
 
 -- Who may settle a hold.
-select pg_temp.act_as(:'member_a2');
-select is(pg_temp.failure(format('select public.commit_reservation(%L, 1)', :'hold2')) -> 'detail' ->> 'reason',
+select tests.authenticate_as(:'member_a2');
+select is(tests.refusal(format('select public.commit_reservation(%L, 1)', :'hold2')) -> 'detail' ->> 'reason',
   'not_reservation_holder', 'another member cannot commit someone else''s hold (403)');
-select is(pg_temp.failure(format('select public.release_reservation(%L)', :'hold2')) ->> 'sqlstate',
+select is(tests.refusal(format('select public.release_reservation(%L)', :'hold2')) ->> 'sqlstate',
   'PT403', 'nor release it');
-select pg_temp.act_as(:'outsider');
-select is(pg_temp.failure(format('select public.release_reservation(%L)', :'hold2')) -> 'detail' ->> 'reason',
+select tests.authenticate_as(:'outsider');
+select is(tests.refusal(format('select public.release_reservation(%L)', :'hold2')) -> 'detail' ->> 'reason',
   'reservation_not_found', 'a non-member gets 404: the hold is not revealed');
-select pg_temp.act_as(:'admin_a');
+select tests.authenticate_as(:'admin_a');
 select is(public.release_reservation(:'hold2') ->> 'status', 'released', 'an admin releases a member''s hold');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select balance, reserved from public.ai_tokens where organization_id = %L and token_type = 'goal_generation'$$, :'org_a'),
   $$values (7, 0)$$, 'a release gives back the whole hold and charges nothing');
 
 -- Idempotent on request_id.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.reserve_tokens('generate_quest', 4, 60, 'req-' || :'org_a') as hold3 \gset
 select is(public.reserve_tokens('generate_quest', 4, 60, 'req-' || :'org_a'),
   (:'hold3'::jsonb) || '{"replayed": true}',
   'the same request_id returns the same hold, with the same keys (available: what is available now)');
-select is(pg_temp.failure(format('select public.reserve_tokens(%L, 5, 60, %L)', 'generate_quest', 'req-' || :'org_a')) -> 'detail' ->> 'reason',
+select is(tests.refusal(format('select public.reserve_tokens(%L, 5, 60, %L)', 'generate_quest', 'req-' || :'org_a')) -> 'detail' ->> 'reason',
   'idempotency_conflict', 'the same request_id with another estimate is refused (409)');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select reserved from public.ai_tokens where organization_id = :'org_a' and token_type = 'goal_generation'), 4,
   'a replayed reservation holds nothing twice');
 
 -- A hold whose ttl passed stops counting, without any scheduler.
 update public.ai_token_reservations set expires_at = now() - interval '1 second' where id = ((:'hold3'::jsonb) ->> 'reservation_id')::uuid;
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select ok(public.has_enough_tokens('generate_goal'), 'an expired hold no longer counts (7 available again)');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select r.status, t.reserved from public.ai_token_reservations r join public.ai_tokens t
            on t.organization_id = r.organization_id and t.token_type = r.token_type where r.id = %L$$, (:'hold3'::jsonb) ->> 'reservation_id'),
   $$values ('expired'::text, 0)$$,
   'the first call touching the row swept the expired hold');
-select pg_temp.act_as(:'member_a');
-select is(pg_temp.failure(format('select public.commit_reservation(%L, 1)', (:'hold3'::jsonb) ->> 'reservation_id')) -> 'detail' ->> 'status',
+select tests.authenticate_as(:'member_a');
+select is(tests.refusal(format('select public.commit_reservation(%L, 1)', (:'hold3'::jsonb) ->> 'reservation_id')) -> 'detail' ->> 'status',
   'expired', 'an expired hold cannot be committed (409 reservation_not_active, status expired)');
 
 -- The service role commits any hold; committing 0 charges nothing.
 select public.reserve_tokens('generate_quest', 3) ->> 'reservation_id' as hold4 \gset
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select results_eq(
   format($$select (r ->> 'tokens_deducted')::integer, r ->> 'usage_id', r ->> 'status', (r ->> 'remaining_balance')::integer
            from public.commit_reservation(%L, 0) r$$, :'hold4'),
@@ -174,12 +138,12 @@ select results_eq(
   'the service role commits a member''s hold; an actual of 0 charges nothing and writes no usage row');
 
 -- Not enough for the estimate: refused like a deduction, and recorded.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.reserve_tokens('generate_quest', 100) as refused_hold \gset
 select is((:'refused_hold'::jsonb) ->> 'code', 'PT402', 'a hold larger than what is available is refused (402)');
 select is(current_setting('response.status', true), '402', 'with response.status 402 for PostgREST');
 select from set_config('response.status', '', true);
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select count(*) from public.ai_token_reservations where organization_id = :'org_a' and estimate = 100), 0::bigint,
   'the refused hold was not created');
 select results_eq(
@@ -188,55 +152,42 @@ select results_eq(
   'both refusals (the deduction and the hold) are recorded as alerts');
 
 -- Bad input.
-select pg_temp.act_as(:'member_a');
-select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 0)$$) -> 'detail' ->> 'reason', 'invalid_amount',
+select tests.authenticate_as(:'member_a');
+select is(tests.refusal($$select public.reserve_tokens('generate_quest', 0)$$) -> 'detail' ->> 'reason', 'invalid_amount',
   'an estimate of 0 is refused (400 invalid_amount)');
-select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 5, 3601)$$) -> 'detail' ->> 'field', 'ttl_seconds',
+select is(tests.refusal($$select public.reserve_tokens('generate_quest', 5, 3601)$$) -> 'detail' ->> 'field', 'ttl_seconds',
   'a ttl over an hour is refused (400)');
-select is(pg_temp.failure(format('select public.commit_reservation(%L, -1)', :'hold4')) -> 'detail' ->> 'reason', 'invalid_amount',
+select is(tests.refusal(format('select public.commit_reservation(%L, -1)', :'hold4')) -> 'detail' ->> 'reason', 'invalid_amount',
   'a negative actual is refused (400 invalid_amount)');
-select is(pg_temp.failure(format('select public.commit_reservation(%L, 1)', gen_random_uuid())) ->> 'sqlstate', 'PT404',
+select is(tests.refusal(format('select public.commit_reservation(%L, 1)', gen_random_uuid())) ->> 'sqlstate', 'PT404',
   'an unknown reservation is refused (404)');
 
 -- Who reads holds.
 select is((select count(*) from public.ai_token_reservations), 4::bigint, 'a member reads their own holds');
-select pg_temp.act_as(:'member_a2');
+select tests.authenticate_as(:'member_a2');
 select is_empty('select 1 from public.ai_token_reservations', 'another member does not read them');
-select pg_temp.act_as(:'admin_a');
+select tests.authenticate_as(:'admin_a');
 select is((select count(*) from public.ai_token_reservations), 4::bigint, 'an admin reads the organization''s holds');
 
 -- A retry is answered before the feature is looked up: a hold whose feature left the
 -- catalog since is still replayed (it exists and holds tokens), not refused as unknown.
-select pg_temp.act_as_postgres();
-create function pg_temp.answer(statement text) returns jsonb language plpgsql as $$
-declare
-  result jsonb;
-  state text;
-  msg text;
-begin
-  execute statement into result;
-  return result;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text;
-  return jsonb_build_object('raised', state, 'message', msg);
-end $$;
-grant execute on function pg_temp.answer(text) to authenticated, service_role;
+select tests.clear_authentication();
 insert into public.ai_features (feature, token_type, cost) values ('tests_retired_hold', 'general', 1);
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.reserve_tokens('tests_retired_hold', 2, 60, 'retired-' || :'org_a') as retired_hold \gset
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 delete from public.ai_features where feature = 'tests_retired_hold';
-select pg_temp.act_as(:'member_a');
-select is(pg_temp.answer(format('select public.reserve_tokens(%L, 2, 60, %L)', 'tests_retired_hold', 'retired-' || :'org_a')),
+select tests.authenticate_as(:'member_a');
+select is(tests.answer(format('select public.reserve_tokens(%L, 2, 60, %L)', 'tests_retired_hold', 'retired-' || :'org_a')),
   (:'retired_hold'::jsonb) || '{"replayed": true}',
   'a retry after the feature left the catalog returns the same hold');
-select is(pg_temp.failure(format('select public.reserve_tokens(%L, 2, 60, %L)', 'tests_retired_hold', 'retired-2-' || :'org_a')) -> 'detail',
+select is(tests.refusal(format('select public.reserve_tokens(%L, 2, 60, %L)', 'tests_retired_hold', 'retired-2-' || :'org_a')) -> 'detail',
   '{"reason": "unknown_feature", "feature": "tests_retired_hold"}'::jsonb,
   'a new hold for the retired feature is an unknown feature (404)');
-select is(pg_temp.failure(format('select public.reserve_tokens(%L, 2, 60, %L)', ' ', 'retired-' || :'org_a')) -> 'detail',
+select is(tests.refusal(format('select public.reserve_tokens(%L, 2, 60, %L)', ' ', 'retired-' || :'org_a')) -> 'detail',
   '{"reason": "invalid_request", "field": "feature"}'::jsonb,
   'a retry without a feature is still bad input (400), not a replay');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is_empty('select * from public.verify_token_ledger()', 'the ledger and the reserved counters are consistent');
 
 select * from finish();

@@ -6,47 +6,13 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(36);
 
--- Test helpers: act as a user (null: the service role) or as postgres again; the error a
--- statement raises as {sqlstate, message, detail} (null when it succeeds).
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
-declare
-  state text;
-  msg text;
-  detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', state, 'message', msg,
-                            'detail', case when detail like '{%' then detail::jsonb end);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
-select gen_random_uuid() as org_a, gen_random_uuid() as org_e, gen_random_uuid() as member_a,
-       gen_random_uuid() as member_a2, gen_random_uuid() as member_e \gset
-insert into auth.users (id, aud, role, email) values
-  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test'),
-  (:'member_a2', 'authenticated', 'authenticated', 'member2-' || :'member_a2' || '@test'),
-  (:'member_e', 'authenticated', 'authenticated', 'member-' || :'member_e' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_a', 'Limits A', 'pro'), (:'org_e', 'Limits E', 'enterprise');
-insert into public.user_profiles (id, organization_id, role) values
-  (:'member_a', :'org_a', 'member'), (:'member_a2', :'org_a', 'member'), (:'member_e', :'org_e', 'member');
-select from public.initialize_tokens(:'org_a');
-select from public.initialize_tokens(:'org_e');
+select tests.create_organization('Limits A') as org_a, tests.create_organization('Limits E', 'enterprise') as org_e \gset
+select tests.create_user('member A', :'org_a') as member_a, tests.create_user('member A2', :'org_a') as member_a2,
+       tests.create_user('member E', :'org_e') as member_e \gset
 
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is(count(*), 5::bigint, 'five deductions in a row succeed')
 from generate_series(1, 5) i cross join lateral public.deduct_tokens('ask_assistant', null, 'rl-' || i) r
 where (r ->> 'success')::boolean;
@@ -62,7 +28,7 @@ select is(current_setting('response.headers', true)::jsonb, '[{"Retry-After": "6
 select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
 select is((public.deduct_tokens('ask_assistant', null, 'rl-2') ->> 'replayed')::boolean, true,
   'a retry of an earlier request is replayed, not rate limited');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select count(*)::integer, min(balance_after) from public.ai_token_usage_log where organization_id = %L$$, :'org_a'),
   $$values (5, 45)$$,
@@ -73,30 +39,30 @@ select results_eq(
   'the refusal is recorded with its reason and user');
 
 -- Per user: another member is not affected; the service role is never limited.
-select pg_temp.act_as(:'member_a2');
+select tests.authenticate_as(:'member_a2');
 select is(public.deduct_tokens('ask_assistant') ->> 'success', 'true', 'another member of the organization still spends');
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select is(count(*), 8::bigint, 'the service role is not rate limited')
 from generate_series(1, 8) i cross join lateral public.deduct_tokens('ask_assistant', :'org_a', 'svc-' || i) r
 where (r ->> 'success')::boolean;
 
 -- The window slides: once the oldest spends are older than 60 s, spending resumes.
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_token_usage_log set created_at = now() - interval '61 seconds'
 where user_id = :'member_a' and request_id in ('rl-1', 'rl-2');
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is(public.deduct_tokens('ask_assistant') ->> 'success', 'true', 'a spend is allowed again when an old one left the window');
 select is((public.deduct_tokens('ask_assistant') ->> 'success'), 'true', 'two left the window, so two more are allowed');
 select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'reason'), 'rate_limited', 'and then the limit applies again');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 update public.ai_token_usage_log set created_at = now() - interval '45 seconds' where user_id = :'member_a' and request_id = 'rl-3';
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'retry_after_seconds')::integer, 15,
   'retry_after_seconds counts down to when the oldest spend in the window leaves it');
 select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
 
 -- Reservations count as spends.
-select pg_temp.act_as(:'member_a2');
+select tests.authenticate_as(:'member_a2');
 select from generate_series(1, 4) i cross join lateral public.reserve_tokens('generate_quest', 1, 60, 'hold-' || i);
 select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'reason'), 'rate_limited',
   'a deduction and four reservations in the window use up the five');
@@ -105,10 +71,10 @@ select is(((public.reserve_tokens('generate_quest', 1) ->> 'details')::jsonb ->>
 select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
 
 -- Limits are data: per feature and per plan, the most specific row wins.
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds) values
   (null, 'generate_leads', 2, 60), ('enterprise', null, 10, 60), ('enterprise', 'generate_leads', 3, 30);
-select pg_temp.act_as(:'member_e');
+select tests.authenticate_as(:'member_e');
 select is(count(*), 3::bigint, 'enterprise: the enterprise row for generate_leads (3 per 30 s) applies')
 from generate_series(1, 4) i cross join lateral public.deduct_tokens('generate_leads', null, 'leads-' || i) r
 where (r ->> 'success')::boolean;
@@ -118,11 +84,11 @@ select is(((public.deduct_tokens('generate_leads') ->> 'details')::jsonb - 'retr
 select is(count(*), 7::bigint, 'enterprise: 10 per 60 s for other features; the plan-wide row counts every spend, the 3 generate_leads too')
 from generate_series(1, 11) i cross join lateral public.deduct_tokens('ask_assistant', null, 'ask-' || i) r
 where (r ->> 'success')::boolean;
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 delete from public.ai_token_reservations where user_id = :'member_a2';
 update public.ai_token_usage_log set created_at = now() - interval '2 minutes' where user_id = :'member_a2';
 update public.ai_tokens set reserved = 0 where organization_id = :'org_a';
-select pg_temp.act_as(:'member_a2');
+select tests.authenticate_as(:'member_a2');
 select is(count(*), 2::bigint, 'pro: the generate_leads row (2 per 60 s) applies to every plan without its own row')
 from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'pro-leads-' || i) r
 where (r ->> 'success')::boolean;
@@ -131,19 +97,11 @@ select from set_config('response.status', '', true) s, set_config('response.head
 -- Per organization: the service role sets an organization's own limit
 -- with set_rate_limit; it wins over feature and plan rows, and only that organization
 -- sees it.
-select pg_temp.act_as_postgres();
-select gen_random_uuid() as org_o, gen_random_uuid() as org_p, gen_random_uuid() as member_o,
-       gen_random_uuid() as member_p \gset
-insert into auth.users (id, aud, role, email) values
-  (:'member_o', 'authenticated', 'authenticated', 'member-' || :'member_o' || '@test'),
-  (:'member_p', 'authenticated', 'authenticated', 'member-' || :'member_p' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_o', 'Limits O', 'pro'), (:'org_p', 'Limits P', 'pro');
-insert into public.user_profiles (id, organization_id, role) values
-  (:'member_o', :'org_o', 'member'), (:'member_p', :'org_p', 'member');
-select from public.initialize_tokens(:'org_o');
-select from public.initialize_tokens(:'org_p');
+select tests.clear_authentication();
+select tests.create_organization('Limits O') as org_o, tests.create_organization('Limits P') as org_p \gset
+select tests.create_user('member O', :'org_o') as member_o, tests.create_user('member P', :'org_p') as member_p \gset
 
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select to_jsonb(public.set_rate_limit(3, 60, :'org_o')) as org_limit \gset
 select is((:'org_limit'::jsonb) - 'id',
   jsonb_build_object('organization_id', :'org_o', 'plan', null, 'feature', null, 'max_requests', 3, 'window_seconds', 60),
@@ -151,20 +109,20 @@ select is((:'org_limit'::jsonb) - 'id',
 select is(to_jsonb(public.set_rate_limit(1, 60, :'org_o')),
   (:'org_limit'::jsonb) || '{"max_requests": 1}',
   'set_rate_limit on the same scope changes that row (same id), it does not add one');
-select pg_temp.act_as(:'member_o');
+select tests.authenticate_as(:'member_o');
 select is(public.deduct_tokens('generate_leads') ->> 'success', 'true', 'the organization''s first spend succeeds');
 select is((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb - 'retry_after_seconds',
   '{"reason": "rate_limited", "feature": "ask_assistant", "limit": 1, "window_seconds": 60}'::jsonb,
   'its own row (1 per 60 s) wins over the default row');
 select is((public.deduct_tokens('generate_leads') ->> 'details')::jsonb ->> 'limit', '1',
   'and over the generate_leads feature row');
-select pg_temp.act_as(:'member_p');
+select tests.authenticate_as(:'member_p');
 select is(count(*), 2::bigint, 'another organization on the same plan keeps the shared rows (generate_leads: 2 per 60 s)')
 from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'p-leads-' || i) r
 where (r ->> 'success')::boolean;
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.set_rate_limit(3, 60, :'org_o', null, 'generate_leads');
-select pg_temp.act_as(:'member_o');
+select tests.authenticate_as(:'member_o');
 select is(count(*), 2::bigint, 'an organization''s row for one feature wins for that feature and counts only its spends (1 + 2 of 3)')
 from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'o-leads-' || i) r
 where (r ->> 'success')::boolean;
@@ -176,33 +134,33 @@ select results_eq(
   $$select max_requests, feature from public.ai_rate_limits where organization_id is not null order by max_requests$$,
   $$values (1, null::text), (3, 'generate_leads')$$,
   'members read their organization''s own limits');
-select pg_temp.act_as(:'member_p');
+select tests.authenticate_as(:'member_p');
 select is_empty($$select 1 from public.ai_rate_limits where organization_id is not null$$,
   'a member of another organization does not read them');
 select is((select count(*) from public.ai_rate_limits), 4::bigint, 'and reads the four shared rows');
 
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select results_eq(
   $$select f ->> 'sqlstate', f -> 'detail' ->> 'reason', f -> 'detail' ->> 'field' from (values
-      (1, pg_temp.failure('select public.set_rate_limit(0)')),
-      (2, pg_temp.failure('select public.set_rate_limit(1, 86401)')),
-      (3, pg_temp.failure($q$select public.set_rate_limit(1, 60, null, 'platinum')$q$)),
-      (4, pg_temp.failure($q$select public.set_rate_limit(1, 60, null, null, 'teleport')$q$)),
-      (5, pg_temp.failure('select public.set_rate_limit(1, 60, gen_random_uuid())'))) v (n, f) order by n$$,
+      (1, tests.refusal('select public.set_rate_limit(0)')),
+      (2, tests.refusal('select public.set_rate_limit(1, 86401)')),
+      (3, tests.refusal($q$select public.set_rate_limit(1, 60, null, 'platinum')$q$)),
+      (4, tests.refusal($q$select public.set_rate_limit(1, 60, null, null, 'teleport')$q$)),
+      (5, tests.refusal('select public.set_rate_limit(1, 60, gen_random_uuid())'))) v (n, f) order by n$$,
   $$values ('PT400'::text, 'invalid_request'::text, 'max_requests'::text), ('PT400', 'invalid_request', 'window_seconds'),
            ('PT400', 'invalid_plan', null), ('PT404', 'unknown_feature', null), ('PT404', 'organization_not_found', null)$$,
   'set_rate_limit refuses bad limits, unknown plans, features and organizations');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select count(*) from public.ai_rate_limits), 6::bigint, 'and wrote nothing for them');
 
 -- In monitor mode a rate-limited call goes through and is recorded as would-be refused.
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.set_enforcement_mode('monitor', :'org_a');
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.deduct_tokens('ask_assistant') as monitored \gset
 select is((:'monitored'::jsonb) ->> 'tokens_deducted', '1', 'monitor mode: the rate-limited call is charged and succeeds');
 select is((:'monitored'::jsonb) -> 'would_have_refused' ->> 'reason', 'rate_limited', 'and says it would have been refused');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select details ->> 'refused' from public.ai_token_alerts where organization_id = :'org_a' order by id desc limit 1), 'false',
   'the would-be refusal is recorded (refused: false)');
 

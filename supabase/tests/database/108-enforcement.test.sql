@@ -6,60 +6,25 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(27);
 
--- Test helpers: act as a user (null: the service role) or as postgres again; the error a
--- statement raises as {sqlstate, message, detail} (null when it succeeds).
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
-declare
-  state text;
-  msg text;
-  detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', state, 'message', msg,
-                            'detail', case when detail like '{%' then detail::jsonb end);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
-select gen_random_uuid() as org_a, gen_random_uuid() as org_b, gen_random_uuid() as org_s,
-       gen_random_uuid() as member_a, gen_random_uuid() as member_b, gen_random_uuid() as member_s \gset
-insert into auth.users (id, aud, role, email) values
-  (:'member_a', 'authenticated', 'authenticated', 'member-' || :'member_a' || '@test'),
-  (:'member_b', 'authenticated', 'authenticated', 'member-' || :'member_b' || '@test'),
-  (:'member_s', 'authenticated', 'authenticated', 'member-' || :'member_s' || '@test');
-insert into public.organizations (id, name, plan) values
-  (:'org_a', 'Modes A', 'pro'), (:'org_b', 'Modes B', 'pro'), (:'org_s', 'Modes S', 'starter');
-insert into public.user_profiles (id, organization_id, role) values
-  (:'member_a', :'org_a', 'member'), (:'member_b', :'org_b', 'member'), (:'member_s', :'org_s', 'member');
-select from public.initialize_tokens(:'org_a');
-select from public.initialize_tokens(:'org_b');
-select from public.initialize_tokens(:'org_s');
+select tests.create_organization('Modes A') as org_a, tests.create_organization('Modes B') as org_b,
+       tests.create_organization('Modes S', 'starter') as org_s \gset
+select tests.create_user('member A', :'org_a') as member_a, tests.create_user('member B', :'org_b') as member_b,
+       tests.create_user('member S', :'org_s') as member_s \gset
 update public.ai_rate_limits set max_requests = 1000;
 -- Only 4 goal tokens left in A.
 update public.ai_tokens set balance = 4 where organization_id = :'org_a' and token_type = 'goal_generation';
 
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select is(public.get_token_stats() ->> 'enforcement', 'enforce', 'the default mode is enforce');
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select is(public.set_enforcement_mode('monitor', :'org_a'),
   jsonb_build_object('organization_id', :'org_a', 'mode', 'monitor', 'previous_mode', 'enforce', 'overridden', true),
   'set_enforcement_mode switches one organization to monitor');
 
 -- Monitor: never refuses, spends what is there, never below zero, records the would-be refusal.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select ok(public.has_enough_tokens('generate_quest'), 'monitor: has_enough_tokens is true');
 select is((public.deduct_tokens('generate_goal') ->> 'tokens_deducted')::integer, 3, 'monitor: an affordable deduction is charged in full');
 select public.deduct_tokens('generate_goal') as short \gset
@@ -73,7 +38,7 @@ select is((:'short'::jsonb) -> 'would_have_refused',
   'monitor: the response says what enforce mode would have answered');
 select is(current_setting('response.status', true), null, 'monitor: the HTTP status stays 200');
 select is((public.deduct_tokens('generate_goal') ->> 'tokens_deducted')::integer, 0, 'monitor: with nothing left, nothing is charged');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is((select balance from public.ai_tokens where organization_id = :'org_a' and token_type = 'goal_generation'), 0,
   'monitor: the balance never goes below zero');
 select is((select count(*) from public.ai_token_usage_log where organization_id = :'org_a' and tokens_deducted > 0), 2::bigint,
@@ -85,27 +50,27 @@ select results_eq(
   'monitor: each would-be refusal is recorded with what was charged');
 
 -- Monitor on a plan without the feature: it goes through (and is recorded).
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.set_enforcement_mode('monitor', :'org_s');
 select from public.grant_tokens(:'org_s', 'goal_generation', 10);
-select pg_temp.act_as(:'member_s');
+select tests.authenticate_as(:'member_s');
 select public.deduct_tokens('generate_goal') as starter_monitored \gset
 select is(((:'starter_monitored'::jsonb) ->> 'tokens_deducted')::integer, 3, 'monitor: a feature outside the plan is charged');
 select is((:'starter_monitored'::jsonb) -> 'would_have_refused' ->> 'reason', 'feature_not_in_plan', 'and flagged as not in plan');
 
 -- Monitor reservations hold what is there.
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select public.reserve_tokens('generate_quest', 5) as monitored_hold \gset
 select is(((:'monitored_hold'::jsonb) ->> 'held')::integer, 0, 'monitor: a hold larger than what is available holds what there is (0)');
 select is(((:'monitored_hold'::jsonb) ->> 'status'), 'active', 'and is created, not refused');
 
 -- Off: no checks, nothing spent, nothing written.
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.set_enforcement_mode('off', :'org_a');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select count(*) as ledger_rows from public.ai_token_ledger where organization_id = :'org_a' \gset
 select count(*) as usage_rows from public.ai_token_usage_log where organization_id = :'org_a' \gset
-select pg_temp.act_as(:'member_a');
+select tests.authenticate_as(:'member_a');
 select results_eq(
   $$select (r ->> 'success')::boolean, (r ->> 'tokens_deducted')::integer, r ->> 'enforcement' from public.deduct_tokens('analyze_strategy') r$$,
   $$values (true, 0, 'off'::text)$$,
@@ -115,36 +80,36 @@ select results_eq(
   $$select (r ->> 'held')::integer, (r ->> 'available')::integer, r ->> 'enforcement' from public.reserve_tokens('analyze_strategy', 500) r$$,
   $$values (0, 100, 'off'::text)$$,
   'off: reserve_tokens holds nothing and reports what is available');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select results_eq(
   format($$select (select count(*) from public.ai_token_ledger where organization_id = %L), (select count(*) from public.ai_token_usage_log where organization_id = %L)$$, :'org_a', :'org_a'),
   format($$values (%s::bigint, %s::bigint)$$, :ledger_rows, :usage_rows),
   'off: no journal row, no usage row');
 
 -- The global default applies where an organization has no mode of its own.
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.set_enforcement_mode('monitor');
-select pg_temp.act_as(:'member_b');
+select tests.authenticate_as(:'member_b');
 select is(public.get_token_stats() ->> 'enforcement', 'monitor', 'an organization without its own mode follows the global default');
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select from public.set_enforcement_mode('enforce', :'org_b');
-select pg_temp.act_as(:'member_b');
+select tests.authenticate_as(:'member_b');
 select is(public.get_token_stats() ->> 'enforcement', 'enforce', 'an organization''s own mode wins over the default');
-select pg_temp.act_as(null);
+select tests.authenticate_as_service_role();
 select is(public.set_enforcement_mode('inherit', :'org_b') ->> 'mode', 'monitor', 'inherit removes the organization''s own mode');
 select from public.set_enforcement_mode('enforce');
 
 -- Bad input and callers.
-select is(pg_temp.failure($$select public.set_enforcement_mode('lenient')$$) -> 'detail' ->> 'reason', 'invalid_mode',
+select is(tests.refusal($$select public.set_enforcement_mode('lenient')$$) -> 'detail' ->> 'reason', 'invalid_mode',
   'an unknown mode is refused (400 invalid_mode)');
-select is(pg_temp.failure($$select public.set_enforcement_mode('inherit')$$) -> 'detail' ->> 'reason', 'invalid_mode',
+select is(tests.refusal($$select public.set_enforcement_mode('inherit')$$) -> 'detail' ->> 'reason', 'invalid_mode',
   'the global default cannot inherit');
-select pg_temp.act_as(:'member_a');
-select is(pg_temp.failure(format($$select public.set_enforcement_mode('off', %L)$$, :'org_a')) ->> 'sqlstate', '42501',
+select tests.authenticate_as(:'member_a');
+select is(tests.refusal(format($$select public.set_enforcement_mode('off', %L)$$, :'org_a')) ->> 'sqlstate', '42501',
   'members cannot switch modes');
 select is((select count(*) from public.ai_token_enforcement_modes where organization_id is null or organization_id = :'org_a'), 2::bigint,
   'members read their organization''s mode and the default');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is_empty('select * from public.verify_token_ledger()', 'the ledger is consistent in every mode');
 
 select * from finish();

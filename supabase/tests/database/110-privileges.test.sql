@@ -5,33 +5,7 @@ create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 select plan(11);
 
--- Test helpers: act as a user (null: the service role) or as postgres again; the error a
--- statement raises as {sqlstate, message, detail} (null when it succeeds).
-create function pg_temp.act_as(user_id uuid) returns void language plpgsql as $$
-begin
-  perform set_config('role', case when user_id is null then 'service_role' else 'authenticated' end, true);
-  perform set_config('request.jwt.claims', case when user_id is null then '{"role":"service_role"}'
-    else json_build_object('sub', user_id, 'role', 'authenticated')::text end, true);
-end $$;
-create function pg_temp.act_as_postgres() returns void language plpgsql as $$
-begin
-  perform set_config('role', 'none', true);
-  perform set_config('request.jwt.claims', '', true);
-end $$;
-create function pg_temp.failure(statement text) returns jsonb language plpgsql as $$
-declare
-  state text;
-  msg text;
-  detail text;
-begin
-  execute statement;
-  return null;
-exception when others then
-  get stacked diagnostics state = returned_sqlstate, msg = message_text, detail = pg_exception_detail;
-  return jsonb_build_object('sqlstate', state, 'message', msg,
-                            'detail', case when detail like '{%' then detail::jsonb end);
-end $$;
-grant execute on all functions in schema pg_temp to authenticated, service_role;
+-- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
 select results_eq(
   $$select f, has_function_privilege('anon', f, 'execute'), has_function_privilege('authenticated', f, 'execute'),
@@ -121,36 +95,32 @@ select results_eq(
   'the service role manages the new tables; the journal is append-only even for it');
 
 -- An authenticated caller without membership gets the documented errors, not data.
-select gen_random_uuid() as stranger \gset
-insert into auth.users (id, aud, role, email) values (:'stranger', 'authenticated', 'authenticated', 'stranger-' || :'stranger' || '@test');
-select pg_temp.act_as(:'stranger');
-select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'reason', 'not_a_member',
+select tests.create_user('stranger', profile => false) as stranger \gset
+select tests.authenticate_as(:'stranger');
+select is(tests.refusal($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'reason', 'not_a_member',
   'reserve_tokens without a membership is refused (403 not_a_member)');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 
 -- Bad input raises (HTTP 4xx from PostgREST) and writes nothing, not even a refusal record.
-select gen_random_uuid() as org_x, gen_random_uuid() as member_x \gset
-insert into auth.users (id, aud, role, email) values (:'member_x', 'authenticated', 'authenticated', 'x-' || :'member_x' || '@test');
-insert into public.organizations (id, name, plan) values (:'org_x', 'Bad input X', 'pro');
-insert into public.user_profiles (id, organization_id, role) values (:'member_x', :'org_x', 'member');
-select from public.initialize_tokens(:'org_x');
-select pg_temp.act_as(:'member_x');
+select tests.create_organization('Bad input X') as org_x \gset
+select tests.create_user('member X', :'org_x') as member_x \gset
+select tests.authenticate_as(:'member_x');
 select results_eq(
   $$select f ->> 'sqlstate', f -> 'detail' ->> 'reason' from (values
-      (pg_temp.failure($q$select public.deduct_tokens('teleport')$q$)),
-      (pg_temp.failure($q$select public.deduct_tokens('generate_goal', null, '')$q$)),
-      (pg_temp.failure($q$select public.reserve_tokens('teleport', 5)$q$)),
-      (pg_temp.failure($q$select public.deduct_tokens('generate_goal', gen_random_uuid())$q$))) v (f)$$,
+      (tests.refusal($q$select public.deduct_tokens('teleport')$q$)),
+      (tests.refusal($q$select public.deduct_tokens('generate_goal', null, '')$q$)),
+      (tests.refusal($q$select public.reserve_tokens('teleport', 5)$q$)),
+      (tests.refusal($q$select public.deduct_tokens('generate_goal', gen_random_uuid())$q$))) v (f)$$,
   $$values ('PT404'::text, 'unknown_feature'::text), ('PT400', 'invalid_request'), ('PT404', 'unknown_feature'), ('PT403', 'not_a_member')$$,
   'unknown features, bad request ids and foreign organizations raise');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 select is_empty(format($$select 1 from public.ai_token_alerts where organization_id = %L
                          union all select 1 from public.ai_token_usage_log where organization_id = %L$$, :'org_x', :'org_x'),
   'and nothing was written');
-select pg_temp.act_as(null);
-select is(pg_temp.failure($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'field', 'organization_id',
+select tests.authenticate_as_service_role();
+select is(tests.refusal($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'field', 'organization_id',
   'the service role must name the organization (400)');
-select pg_temp.act_as_postgres();
+select tests.clear_authentication();
 
 select * from finish();
 rollback;
