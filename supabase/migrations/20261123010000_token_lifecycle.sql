@@ -769,6 +769,77 @@ end
 $$;
 revoke all on function private.refusal_response(jsonb, uuid, text, jsonb) from public, anon, authenticated;
 
+-- The policy refusal of a spend, or null when allowed: the feature outside the plan
+-- (403) before the caller's rate limit (429; users only, the service role is never
+-- limited). Shared by deduct_tokens and reserve_tokens.
+create function private.policy_refusal(caller uuid, organization_id uuid, feature text,
+                                       plan text, in_plan boolean, token_type text)
+returns jsonb
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+  limited record;
+begin
+  if not policy_refusal.in_plan then
+    return private.refusal(403, 'feature_not_in_plan', format('Not available on %s plan', initcap(policy_refusal.plan)),
+      jsonb_build_object('feature', policy_refusal.feature, 'plan', policy_refusal.plan,
+                         'token_type', policy_refusal.token_type));
+  end if;
+  if policy_refusal.caller is null then
+    return null;
+  end if;
+  select * into limited from private.check_rate_limit(policy_refusal.caller, policy_refusal.organization_id,
+                                                      policy_refusal.plan, policy_refusal.feature);
+  if limited.retry_after_seconds is not null then
+    return private.refusal(429, 'rate_limited', 'Rate limit exceeded. Wait before next request.',
+      jsonb_build_object('feature', policy_refusal.feature, 'limit', limited.max_requests,
+                         'window_seconds', limited.window_seconds,
+                         'retry_after_seconds', limited.retry_after_seconds));
+  end if;
+  return null;
+end
+$$;
+revoke all on function private.policy_refusal(uuid, uuid, text, text, boolean, text) from public, anon, authenticated;
+
+-- The insufficient-tokens refusal for `required` tokens of a settled (locked) row, with
+-- what the row holds; `account` is all nulls when the organization has no such row.
+create function private.insufficient_refusal(feature text, required integer, token_type text,
+                                             account public.ai_tokens)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+  select private.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
+    jsonb_build_object('feature', insufficient_refusal.feature, 'token_type', insufficient_refusal.token_type,
+                       'required', insufficient_refusal.required,
+                       'balance', coalesce((insufficient_refusal.account).balance, 0),
+                       'reserved', coalesce((insufficient_refusal.account).reserved, 0),
+                       'available', greatest(coalesce((insufficient_refusal.account).balance
+                                                      - (insufficient_refusal.account).reserved, 0), 0),
+                       'initialized', (insufficient_refusal.account).id is not null))
+$$;
+revoke all on function private.insufficient_refusal(text, integer, text, public.ai_tokens) from public, anon, authenticated;
+
+-- How much of `wanted` a settled (locked) row can give: all of it when available, else
+-- nothing — except in monitor mode, which takes what is there and never goes below zero.
+create function private.obtainable(account public.ai_tokens, wanted integer, mode text)
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+  select case
+    when (obtainable.account).id is null then 0
+    when (obtainable.account).balance - (obtainable.account).reserved >= obtainable.wanted then obtainable.wanted
+    when obtainable.mode = 'monitor'
+      then greatest(least(obtainable.wanted, (obtainable.account).balance - (obtainable.account).reserved), 0)
+    else 0 end
+$$;
+revoke all on function private.obtainable(public.ai_tokens, integer, text) from public, anon, authenticated;
+
 -- What a client may see of a refusal that monitor mode let through.
 create function private.refusal_summary(refusal jsonb)
 returns jsonb
@@ -1000,7 +1071,6 @@ declare
   mode text;
   previous public.ai_token_usage_log;
   new_usage_id uuid := gen_random_uuid();
-  limited record;
   account public.ai_tokens;
   refused jsonb;
   insufficient jsonb;
@@ -1074,18 +1144,8 @@ begin
 
   context := jsonb_build_object('feature', deduct_tokens.feature, 'user_id', caller,
                                 'request_id', deduct_tokens.request_id);
-  if not price.in_plan then
-    refused := private.refusal(403, 'feature_not_in_plan', format('Not available on %s plan', initcap(price.plan)),
-      jsonb_build_object('feature', deduct_tokens.feature, 'plan', price.plan, 'token_type', price.token_type));
-  elsif caller is not null then
-    select * into limited from private.check_rate_limit(caller, target_organization, price.plan, deduct_tokens.feature);
-    if limited.retry_after_seconds is not null then
-      refused := private.refusal(429, 'rate_limited', 'Rate limit exceeded. Wait before next request.',
-        jsonb_build_object('feature', deduct_tokens.feature, 'limit', limited.max_requests,
-                           'window_seconds', limited.window_seconds,
-                           'retry_after_seconds', limited.retry_after_seconds));
-    end if;
-  end if;
+  refused := private.policy_refusal(caller, target_organization, deduct_tokens.feature,
+                                    price.plan, price.in_plan, price.token_type);
   if refused is not null and mode = 'enforce' then
     return private.refusal_response(refused, target_organization, price.token_type, context);
   end if;
@@ -1107,18 +1167,9 @@ begin
   else
     -- Slow path: lock and settle the row, then decide under the lock.
     account := private.settle_tokens(target_organization, price.token_type);
-    charged := case
-      when account.id is null then 0
-      when account.balance - account.reserved >= price.cost then price.cost
-      when mode = 'monitor' then greatest(least(price.cost, account.balance - account.reserved), 0)
-      else 0 end;
+    charged := private.obtainable(account, price.cost, mode);
     if charged < price.cost then
-      insufficient := private.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
-        jsonb_build_object('feature', deduct_tokens.feature, 'token_type', price.token_type,
-                           'required', price.cost, 'balance', coalesce(account.balance, 0),
-                           'reserved', coalesce(account.reserved, 0),
-                           'available', greatest(coalesce(account.balance - account.reserved, 0), 0),
-                           'initialized', account.id is not null));
+      insufficient := private.insufficient_refusal(deduct_tokens.feature, price.cost, price.token_type, account);
       if mode = 'enforce' then
         return private.refusal_response(insufficient, target_organization, price.token_type, context);
       end if;
@@ -1518,7 +1569,6 @@ declare
   mode text;
   previous public.ai_token_reservations;
   hold public.ai_token_reservations;
-  limited record;
   account public.ai_tokens;
   refused jsonb;
   insufficient jsonb;
@@ -1574,18 +1624,8 @@ begin
                                 'request_id', reserve_tokens.request_id, 'estimate', reserve_tokens.estimate);
   held_amount := 0;
   if mode <> 'off' then
-    if not price.in_plan then
-      refused := private.refusal(403, 'feature_not_in_plan', format('Not available on %s plan', initcap(price.plan)),
-        jsonb_build_object('feature', reserve_tokens.feature, 'plan', price.plan, 'token_type', price.token_type));
-    elsif caller is not null then
-      select * into limited from private.check_rate_limit(caller, target_organization, price.plan, reserve_tokens.feature);
-      if limited.retry_after_seconds is not null then
-        refused := private.refusal(429, 'rate_limited', 'Rate limit exceeded. Wait before next request.',
-          jsonb_build_object('feature', reserve_tokens.feature, 'limit', limited.max_requests,
-                             'window_seconds', limited.window_seconds,
-                             'retry_after_seconds', limited.retry_after_seconds));
-      end if;
-    end if;
+    refused := private.policy_refusal(caller, target_organization, reserve_tokens.feature,
+                                      price.plan, price.in_plan, price.token_type);
     if refused is not null and mode = 'enforce' then
       return private.refusal_response(refused, target_organization, price.token_type, context);
     end if;
@@ -1601,18 +1641,10 @@ begin
       held_amount := reserve_tokens.estimate;
     else
       account := private.settle_tokens(target_organization, price.token_type);
-      held_amount := case
-        when account.id is null then 0
-        when account.balance - account.reserved >= reserve_tokens.estimate then reserve_tokens.estimate
-        when mode = 'monitor' then greatest(least(reserve_tokens.estimate, account.balance - account.reserved), 0)
-        else 0 end;
+      held_amount := private.obtainable(account, reserve_tokens.estimate, mode);
       if held_amount < reserve_tokens.estimate then
-        insufficient := private.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
-          jsonb_build_object('feature', reserve_tokens.feature, 'token_type', price.token_type,
-                             'required', reserve_tokens.estimate, 'balance', coalesce(account.balance, 0),
-                             'reserved', coalesce(account.reserved, 0),
-                             'available', greatest(coalesce(account.balance - account.reserved, 0), 0),
-                             'initialized', account.id is not null));
+        insufficient := private.insufficient_refusal(reserve_tokens.feature, reserve_tokens.estimate,
+                                                     price.token_type, account);
         if mode = 'enforce' then
           return private.refusal_response(insufficient, target_organization, price.token_type, context);
         end if;

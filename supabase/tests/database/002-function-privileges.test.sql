@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(289);
+select plan(313);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -74,6 +74,9 @@ insert into tests.intended_grants values
   ('private.record_refusal(jsonb,uuid,text,text,jsonb)',          false, false, false, false),
   ('private.refusal_response(jsonb,uuid,text,jsonb)',             false, false, false, false),
   ('private.refusal_summary(jsonb)',                              false, false, false, false),
+  ('private.policy_refusal(uuid,uuid,text,text,boolean,text)',    false, false, false, false),
+  ('private.insufficient_refusal(text,integer,text,ai_tokens)',   false, false, false, false),
+  ('private.obtainable(ai_tokens,integer,text)',                  false, false, false, false),
   ('private.reservation_json(ai_token_reservations)',             false, false, false, false),
   ('private.reservation_for_settlement(uuid)',                    false, false, false, false),
   -- Trigger functions (a trigger fires without EXECUTE); the journal's is SECURITY
