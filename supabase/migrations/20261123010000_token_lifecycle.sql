@@ -769,6 +769,34 @@ end
 $$;
 revoke all on function private.refusal_response(jsonb, uuid, text, jsonb) from public, anon, authenticated;
 
+-- The common opening of a spend (deduct_tokens, reserve_tokens): a request_id of 1 to
+-- 200 characters when given, the organization the caller may act on, a feature named,
+-- and the organization's enforcement mode. Raises on bad input (nothing written).
+create function private.open_spend(feature text, organization_id uuid, request_id text)
+returns table (resolved_organization_id uuid, enforcement text)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  resolved uuid;
+begin
+  if open_spend.request_id is not null
+     and (length(open_spend.request_id) = 0 or length(open_spend.request_id) > 200) then
+    perform private.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
+      jsonb_build_object('field', 'request_id'));
+  end if;
+  select r.organization_id into resolved
+  from private.resolve_organization(open_spend.organization_id) r;
+  if open_spend.feature is null or length(btrim(open_spend.feature)) = 0 then
+    perform private.refuse(400, 'invalid_request', 'feature is required',
+      jsonb_build_object('field', 'feature'));
+  end if;
+  return query select resolved, private.enforcement_mode(resolved);
+end
+$$;
+revoke all on function private.open_spend(text, uuid, text) from public, anon, authenticated;
+
 -- The policy refusal of a spend, or null when allowed: the feature outside the plan
 -- (403) before the caller's rate limit (429; users only, the service role is never
 -- limited). Shared by deduct_tokens and reserve_tokens.
@@ -1079,18 +1107,8 @@ declare
   remaining integer;
   remaining_purchased integer;
 begin
-  if deduct_tokens.request_id is not null
-     and (length(deduct_tokens.request_id) = 0 or length(deduct_tokens.request_id) > 200) then
-    perform private.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
-      jsonb_build_object('field', 'request_id'));
-  end if;
-  select r.organization_id into target_organization
-  from private.resolve_organization(deduct_tokens.organization_id) r;
-  if deduct_tokens.feature is null or length(btrim(deduct_tokens.feature)) = 0 then
-    perform private.refuse(400, 'invalid_request', 'feature is required',
-      jsonb_build_object('field', 'feature'));
-  end if;
-  mode := private.enforcement_mode(target_organization);
+  select o.resolved_organization_id, o.enforcement into target_organization, mode
+  from private.open_spend(deduct_tokens.feature, deduct_tokens.organization_id, deduct_tokens.request_id) o;
 
   -- A retry is answered before pricing: the first call spent, so a plan change or a
   -- catalog edit since then must not turn its replay into a refusal.
@@ -1584,18 +1602,8 @@ begin
     perform private.refuse(400, 'invalid_request', 'ttl_seconds must be between 1 and 3600',
       jsonb_build_object('field', 'ttl_seconds', 'min', 1, 'max', 3600));
   end if;
-  if reserve_tokens.request_id is not null
-     and (length(reserve_tokens.request_id) = 0 or length(reserve_tokens.request_id) > 200) then
-    perform private.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
-      jsonb_build_object('field', 'request_id'));
-  end if;
-  select r.organization_id into target_organization
-  from private.resolve_organization(reserve_tokens.organization_id) r;
-  if reserve_tokens.feature is null or length(btrim(reserve_tokens.feature)) = 0 then
-    perform private.refuse(400, 'invalid_request', 'feature is required',
-      jsonb_build_object('field', 'feature'));
-  end if;
-  mode := private.enforcement_mode(target_organization);
+  select o.resolved_organization_id, o.enforcement into target_organization, mode
+  from private.open_spend(reserve_tokens.feature, reserve_tokens.organization_id, reserve_tokens.request_id) o;
 
   -- A retry is answered before pricing, like deduct_tokens: the hold exists, so a plan
   -- change or a catalog edit since then must not turn its replay into a refusal.

@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(313);
+select plan(321);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -74,6 +74,7 @@ insert into tests.intended_grants values
   ('private.record_refusal(jsonb,uuid,text,text,jsonb)',          false, false, false, false),
   ('private.refusal_response(jsonb,uuid,text,jsonb)',             false, false, false, false),
   ('private.refusal_summary(jsonb)',                              false, false, false, false),
+  ('private.open_spend(text,uuid,text)',                          false, false, false, false),
   ('private.policy_refusal(uuid,uuid,text,text,boolean,text)',    false, false, false, false),
   ('private.insufficient_refusal(text,integer,text,ai_tokens)',   false, false, false, false),
   ('private.obtainable(ai_tokens,integer,text)',                  false, false, false, false),
