@@ -182,6 +182,44 @@ end
 $$;
 revoke all on function private.refuse(integer, text, text, jsonb) from public;
 
+-- Refuse an organization id that names no organization (404); null passes (callers
+-- that need one say so with their own 400).
+create function private.require_organization(organization_id uuid)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if require_organization.organization_id is not null and not exists (
+    select 1 from public.organizations o where o.id = require_organization.organization_id
+  ) then
+    perform private.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', require_organization.organization_id),
+      jsonb_build_object('organization_id', require_organization.organization_id));
+  end if;
+end
+$$;
+revoke all on function private.require_organization(uuid) from public;
+
+-- Refuse a plan name that is not a plan (400 invalid_plan); null passes.
+create function private.require_plan(plan text)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if require_plan.plan is not null and require_plan.plan not in ('starter', 'pro', 'enterprise') then
+    perform private.refuse(400, 'invalid_plan', format('Unknown plan: %s', left(require_plan.plan, 50)),
+      jsonb_build_object('plan', left(require_plan.plan, 50)));
+  end if;
+end
+$$;
+revoke all on function private.require_plan(text) from public;
+grant execute on function private.require_organization(uuid), private.require_plan(text)
+  to service_role;
+
 -- Is the current request made with the service role (API key or a direct SQL session
 -- as a privileged role, e.g. the SQL editor)?
 create function private.is_service_role()
@@ -217,11 +255,7 @@ begin
       perform private.refuse(400, 'invalid_request', 'organization_id is required for the service role',
         jsonb_build_object('field', 'organization_id'));
     end if;
-    if not exists (select 1 from public.organizations o where o.id = requested_organization_id) then
-      perform private.refuse(404, 'organization_not_found',
-        format('Organization (id=%s) not found', requested_organization_id),
-        jsonb_build_object('organization_id', requested_organization_id));
-    end if;
+    perform private.require_organization(requested_organization_id);
     return query select requested_organization_id, 'service_role'::text;
     return;
   end if;
@@ -366,10 +400,7 @@ begin
     perform private.refuse(400, 'invalid_request', 'organization_id is required',
       jsonb_build_object('field', 'organization_id'));
   end if;
-  if plan is not null and plan not in ('starter', 'pro', 'enterprise') then
-    perform private.refuse(400, 'invalid_plan', format('Unknown plan: %s', left(plan, 50)),
-      jsonb_build_object('plan', left(plan, 50)));
-  end if;
+  perform private.require_plan(initialize_tokens.plan);
 
   update public.organizations o
   set plan = coalesce(initialize_tokens.plan, o.plan),

@@ -916,10 +916,7 @@ begin
     perform private.refuse(400, 'invalid_request', 'organization_id is required',
       jsonb_build_object('field', 'organization_id'));
   end if;
-  if initialize_tokens.plan is not null and initialize_tokens.plan not in ('starter', 'pro', 'enterprise') then
-    perform private.refuse(400, 'invalid_plan', format('Unknown plan: %s', left(initialize_tokens.plan, 50)),
-      jsonb_build_object('plan', left(initialize_tokens.plan, 50)));
-  end if;
+  perform private.require_plan(initialize_tokens.plan);
 
   update public.organizations o
   set plan = coalesce(initialize_tokens.plan, o.plan),
@@ -1361,11 +1358,7 @@ begin
     perform private.refuse(404, 'unknown_token_type', format('Unknown token type: %s', left(grant_tokens.token_type, 100)),
       jsonb_build_object('token_type', left(grant_tokens.token_type, 100)));
   end if;
-  if not exists (select 1 from public.organizations o where o.id = grant_tokens.organization_id) then
-    perform private.refuse(404, 'organization_not_found',
-      format('Organization (id=%s) not found', grant_tokens.organization_id),
-      jsonb_build_object('organization_id', grant_tokens.organization_id));
-  end if;
+  perform private.require_organization(grant_tokens.organization_id);
 
   if grant_tokens.external_id is not null then
     perform pg_advisory_xact_lock(hashtextextended('ai_tokens/grant/' || grant_tokens.external_id, 0));
@@ -1979,12 +1972,7 @@ begin
                            then '["enforce","monitor","off"]'::jsonb
                            else '["enforce","monitor","off","inherit"]'::jsonb end));
   end if;
-  if set_enforcement_mode.organization_id is not null
-     and not exists (select 1 from public.organizations o where o.id = set_enforcement_mode.organization_id) then
-    perform private.refuse(404, 'organization_not_found',
-      format('Organization (id=%s) not found', set_enforcement_mode.organization_id),
-      jsonb_build_object('organization_id', set_enforcement_mode.organization_id));
-  end if;
+  perform private.require_organization(set_enforcement_mode.organization_id);
 
   previous_mode := private.enforcement_mode(set_enforcement_mode.organization_id);
   if set_enforcement_mode.mode = 'inherit' then
@@ -2038,21 +2026,12 @@ begin
     perform private.refuse(400, 'invalid_request', 'window_seconds must be between 1 and 86400',
       jsonb_build_object('field', 'window_seconds'));
   end if;
-  if plan is not null and plan not in ('starter', 'pro', 'enterprise') then
-    perform private.refuse(400, 'invalid_plan', format('Unknown plan: %s', left(plan, 50)),
-      jsonb_build_object('plan', left(plan, 50)));
-  end if;
+  perform private.require_plan(set_rate_limit.plan);
   if feature is not null and not exists (select 1 from public.ai_features f where f.feature = set_rate_limit.feature) then
     perform private.refuse(404, 'unknown_feature', format('Unknown feature: %s', left(feature, 100)),
       jsonb_build_object('feature', left(feature, 100)));
   end if;
-  if organization_id is not null and not exists (
-    select 1 from public.organizations o where o.id = set_rate_limit.organization_id
-  ) then
-    perform private.refuse(404, 'organization_not_found',
-      format('Organization (id=%s) not found', set_rate_limit.organization_id),
-      jsonb_build_object('organization_id', set_rate_limit.organization_id));
-  end if;
+  perform private.require_organization(set_rate_limit.organization_id);
 
   insert into public.ai_rate_limits as l (organization_id, plan, feature, max_requests, window_seconds)
   values (set_rate_limit.organization_id, set_rate_limit.plan, set_rate_limit.feature,

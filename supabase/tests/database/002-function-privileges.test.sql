@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(321);
+select plan(335);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -58,6 +58,8 @@ insert into tests.intended_grants values
   -- settlement_due and enforcement_mode as the service role. The others are granted
   -- to it too (it may call them from SQL); they reveal nothing it cannot read anyway.
   ('private.settle_tokens(uuid,text)',                            false, false, false, true),
+  ('private.require_organization(uuid)',                          false, false, false, true),
+  ('private.require_plan(text)',                                  false, false, false, true),
   ('private.plan_allocation(text,text)',                          false, false, false, true),
   ('private.next_refresh(timestamp with time zone)',              false, false, false, true),
   ('private.settlement_due(uuid,text,timestamp with time zone)',  false, false, false, true),
