@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -468,17 +468,35 @@ def usage_command(
     console.print(usage_table(rows, by, title))
 
 
-def _usage_entries(org: str, start: datetime | None, since: str, limit: int, as_json: bool) -> None:
+def _newest_rows(
+    org: str,
+    fetch: Callable[[TokensAdmin, UUID], Sequence[Any]],
+    render: Callable[[Any, str], Any],
+    heading: str,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """A newest-first listing of one organization's rows (usage entries, alerts)."""
     with service_role() as admin:
         if as_json:
-            print_json(admin.usage(organization_id_of(admin, org), start, limit))
+            print_json(fetch(admin, organization_id_of(admin, org)))
             return
         organization = find_organization(admin, org)
-        rows = admin.usage(organization.id, start, limit)
-    title = f"Usage entries of {organization.name}, {_period(start, since)}"
-    console.print(usage_entries_table(rows, title))
+        rows = fetch(admin, organization.id)
+    console.print(render(rows, heading.format(name=organization.name)))
     if len(rows) == limit:
         console.print(f"Showing the newest {limit}; --limit shows more.", style="dim")
+
+
+def _usage_entries(org: str, start: datetime | None, since: str, limit: int, as_json: bool) -> None:
+    _newest_rows(
+        org,
+        lambda admin, organization_id: admin.usage(organization_id, start, limit),
+        usage_entries_table,
+        f"Usage entries of {{name}}, {_period(start, since)}",
+        limit,
+        as_json,
+    )
 
 
 @app.command("alerts", epilog=EXIT_CODES_SHORT)
@@ -501,16 +519,14 @@ def alerts_command(
         raise fail(str(error), code=2) from None
     if not 1 <= limit <= MAX_ROWS:
         raise fail(f"--limit must be between 1 and {MAX_ROWS}, not {limit}", code=2)
-    with service_role() as admin:
-        if as_json:
-            print_json(admin.alerts(organization_id_of(admin, org), start, limit))
-            return
-        organization = find_organization(admin, org)
-        alerts = admin.alerts(organization.id, start, limit)
-    title = f"Alerts of {organization.name}, {_period(start, since)}"
-    console.print(alerts_table(alerts, title))
-    if len(alerts) == limit:
-        console.print(f"Showing the newest {limit}; --limit shows more.", style="dim")
+    _newest_rows(
+        org,
+        lambda admin, organization_id: admin.alerts(organization_id, start, limit),
+        alerts_table,
+        f"Alerts of {{name}}, {_period(start, since)}",
+        limit,
+        as_json,
+    )
 
 
 @app.command("grant", epilog=EXIT_CODES_SHORT)
