@@ -3,8 +3,6 @@ one error per command (one line on stderr, non-zero exit)."""
 
 from __future__ import annotations
 
-import filecmp
-import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,7 +14,7 @@ from uuid import UUID
 import pytest
 from typer.testing import CliRunner, Result
 
-from tokens_client import InsufficientTokens, RateLimited, TokensAdmin, cli
+from tokens_client import InsufficientTokens, RateLimited, TokensAdmin
 from tokens_client.cli import app, parse_expires, parse_since
 from tokens_client.stack import Stack
 from tokens_client.testing import Database, OrgFactory, StackEnv, TestUser, UserFactory
@@ -831,94 +829,6 @@ def test_help_documents_exit_codes() -> None:
     for command in ("alerts", "grant", "plan", "mode", "refresh", "ledger verify", "refund"):
         shown = tokens(*command.split(), "--help", env={"COLUMNS": "200"}).stdout
         assert "--json" in shown, command
-
-
-# ---------------------------------------------------------------- migrations
-
-
-def test_migrations_list_json_is_the_repository_files() -> None:
-    listed = tokens_json("migrations", "list")
-    files = sorted(MIGRATIONS.glob("*.sql"))
-    assert [row["name"] for row in listed] == [path.name for path in files]
-    for row, path in zip(listed, files, strict=True):
-        assert row["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        assert row["summary"]
-    human = tokens("migrations", "list")
-    assert files[0].name in human.stdout
-
-
-def test_migrations_come_from_the_package_when_it_ships_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """As installed from the wheel: pyproject force-includes them as tokens_client/migrations."""
-    (tmp_path / "migrations").mkdir()
-    (tmp_path / "migrations" / "20990101000000_packaged.sql").write_text("-- Packaged. Yes.\n")
-    (tmp_path / "migrations" / "README.md").write_text("not a migration")
-
-    class PackagedResources:
-        @staticmethod
-        def files(package: str) -> Path:
-            assert package == "tokens_client"
-            return tmp_path
-
-    monkeypatch.setattr(cli, "resources", PackagedResources)
-    listed = tokens_json("migrations", "list")
-    assert [(row["name"], row["summary"]) for row in listed] == [
-        ("20990101000000_packaged.sql", "Packaged.")
-    ]
-
-
-def test_migrations_list_without_migrations_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class EmptyResources:
-        @staticmethod
-        def files(package: str) -> Path:
-            return tmp_path
-
-    monkeypatch.setattr(cli, "resources", EmptyResources)
-    monkeypatch.setattr(cli, "__file__", str(tmp_path / "a" / "b" / "cli.py"))
-    assert_one_error_line(tokens("migrations", "list"), 2, "migrations_missing")
-
-
-def test_migrations_export_copies_skips_and_refuses(tmp_path: Path) -> None:
-    target = tmp_path / "myapp" / "supabase" / "migrations"
-    names = sorted(path.name for path in MIGRATIONS.glob("*.sql"))
-
-    first = tokens_json("migrations", "export", str(target))
-    assert (first["written"], first["skipped"]) == (names, [])
-    comparison = filecmp.dircmp(MIGRATIONS, target)
-    assert sorted(comparison.common_files) == names
-    assert comparison.diff_files == []
-    _, mismatch, errors = filecmp.cmpfiles(MIGRATIONS, target, names, shallow=False)
-    assert (mismatch, errors) == ([], [])
-
-    second = tokens_json("migrations", "export", str(target))
-    assert (second["written"], second["skipped"]) == ([], names)
-
-    (target / names[0]).write_text("-- my own edit\n")
-    (target / names[-1]).unlink()
-    refused = tokens("migrations", "export", str(target))
-    assert_one_error_line(refused, 1, names[0], "migration_conflict", "nothing was written")
-    assert (target / names[0]).read_text() == "-- my own edit\n", "never overwritten"
-    assert not (target / names[-1]).exists(), "a refused export writes nothing"
-
-
-def test_migrations_export_prints_what_was_written(tmp_path: Path) -> None:
-    result = tokens("migrations", "export", str(tmp_path))
-    assert result.exit_code == 0, result.output
-    for path in MIGRATIONS.glob("*.sql"):
-        assert path.name in result.stdout
-    assert "SQL Editor" in result.stdout
-    again = tokens("migrations", "export", str(tmp_path))
-    assert "(identical)" in again.stdout
-    assert "0 written" in again.stdout
-
-
-def test_migrations_export_into_a_file_is_one_line(tmp_path: Path) -> None:
-    not_a_directory = tmp_path / "file"
-    not_a_directory.write_text("")
-    assert_one_error_line(tokens("migrations", "export", str(not_a_directory)), 1)
 
 
 # --------------------------------------------------------------------- stack

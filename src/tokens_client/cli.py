@@ -9,16 +9,13 @@ Every command takes ``--json``. Errors are one line on stderr, ``error: <why> (<
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
@@ -47,16 +44,16 @@ from tokens_client._dashboard import (
 from tokens_client._demo import Demo, DemoStep
 from tokens_client._errors import (
     ConfigurationError,
-    Conflict,
     InvalidRequest,
     OrganizationNotFound,
     TokensError,
 )
+from tokens_client._migrations import export_migrations, shipped_migrations
 from tokens_client._models import Organization, Plan, UsageGrouping
 from tokens_client.stack import Stack, StackError, StackStatus
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable
+    pass
 
 PLANS: tuple[Plan, ...] = ("starter", "pro", "enterprise")
 MODES = ("enforce", "monitor", "off", "inherit")
@@ -805,83 +802,6 @@ def refund_command(
 # ------------------------------------------------------------------ migrations
 
 
-@dataclass(frozen=True)
-class Migration:
-    """One SQL migration file shipped with tokens-client."""
-
-    name: str
-    sql: bytes
-
-    @property
-    def summary(self) -> str:
-        """The first sentence of its opening comment: what the migration is for."""
-        words: list[str] = []
-        for line in self.sql.decode().splitlines():
-            if not line.startswith("--") or not line.strip("- "):
-                break
-            words.append(line.lstrip("-").strip())
-        opening = " ".join(words)
-        return opening.split(". ")[0].rstrip(".") + "." if opening else ""
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "bytes": len(self.sql),
-            "sha256": hashlib.sha256(self.sql).hexdigest(),
-            "summary": self.summary,
-        }
-
-
-def _read_sql(entries: Iterable[Traversable]) -> list[Migration]:
-    migrations = [Migration(e.name, e.read_bytes()) for e in entries if e.name.endswith(".sql")]
-    return sorted(migrations, key=lambda migration: migration.name)
-
-
-def shipped_migrations() -> list[Migration]:
-    """From the wheel (``tokens_client/migrations``), else the checkout's ``supabase/``."""
-    packaged = resources.files("tokens_client").joinpath("migrations")
-    if packaged.is_dir():
-        return _read_sql(packaged.iterdir())
-    checkout = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
-    if checkout.is_dir():
-        return _read_sql(checkout.iterdir())
-    raise ConfigurationError(
-        "this installation of tokens-client has no SQL migrations (a broken wheel?)",
-        reason="migrations_missing",
-    )
-
-
-def export_migrations(directory: Path) -> tuple[list[str], list[str]]:
-    """Copy the migrations into ``directory``: (written, skipped as identical).
-
-    Raises Conflict, writing nothing, when a file of the same name differs.
-    """
-    migrations = shipped_migrations()
-    conflicts = [
-        m.name
-        for m in migrations
-        if (directory / m.name).is_file() and (directory / m.name).read_bytes() != m.sql
-    ]
-    if conflicts:
-        raise Conflict(
-            f"{directory / conflicts[0]} exists and differs from tokens-client's "
-            f"{conflicts[0]}; nothing was written (move it aside or export elsewhere)",
-            reason="migration_conflict",
-            facts={"conflicts": conflicts},
-        )
-    directory.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    skipped: list[str] = []
-    for migration in migrations:
-        target = directory / migration.name
-        if target.exists():
-            skipped.append(migration.name)
-            continue
-        target.write_bytes(migration.sql)
-        written.append(migration.name)
-    return written, skipped
-
-
 @migrations_app.command("list", epilog=EXIT_CODES_SHORT)
 def migrations_list(as_json: JsonOption = False) -> None:
     """The migrations shipped in this package, in the order they apply."""
@@ -903,26 +823,37 @@ def migrations_export(
     directory: Annotated[
         Path, typer.Argument(metavar="DIR", help="Your project's supabase/migrations directory.")
     ],
+    starter: Annotated[
+        bool,
+        typer.Option(
+            "--starter",
+            help="Also write the starter schema (the guide's organizations and user_profiles) "
+            "first: for a new project only.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Copy the SQL migrations into DIR; identical files are skipped, different ones refused."""
+    """Write the migrations not exported before into DIR, stamped after your own.
+
+    Each file is named <export time>_<name>, later than every migration already in DIR, so
+    `supabase migration up` accepts it; tokens-client-migrations.json beside DIR remembers
+    what was exported, so the next release writes only what is new.
+    """
     with reported_errors():
-        written, skipped = export_migrations(directory)
+        export = export_migrations(directory, starter=starter)
     if as_json:
-        print_json({"directory": str(directory), "written": written, "skipped": skipped})
+        print_json(export.as_json())
         return
-    for name in written:
+    for name in export.written:
         console.print(
             f"[green]wrote[/]   {escape(str(directory / name))}", highlight=False, soft_wrap=True
         )
-    for name in skipped:
-        console.print(
-            f"skipped {escape(str(directory / name))} (identical)", highlight=False, soft_wrap=True
-        )
+    for name in export.skipped:
+        console.print(f"skipped {escape(name)} (exported before)", highlight=False, soft_wrap=True)
     console.print(
-        f"{len(written)} written, {len(skipped)} already there. Apply them with "
-        "`supabase migration up` (local) or `supabase db push`, or paste each file in order "
-        "into the SQL Editor.",
+        f"{len(export.written)} written, {len(export.skipped)} exported before "
+        f"(see {escape(str(export.manifest))}). Apply them with `supabase migration up` or "
+        "`supabase db push`, or paste each new file in order into the SQL Editor.",
         highlight=False,
     )
 

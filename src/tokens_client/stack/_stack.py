@@ -526,6 +526,12 @@ class Stack:
             self.psql(BOOTSTRAP_SQL)
             self.psql(command=f"alter role authenticator with password '{DB_PASSWORD}'")
         state = self._load_state()
+        # The optional starter schema (the guide's host tables, created only when absent)
+        # stands in for the host app on the local stack; an existing project skips it.
+        starter = self.config.project_dir / "supabase" / "starter" / "guide_app.sql"
+        if starter.exists():
+            self.psql(starter)
+        self._ensure_template()
         self._run(
             [
                 str(self._supabase_cli()),
@@ -543,6 +549,38 @@ class Stack:
             self.psql(seed)
             state["seeded"] = True
             self._save_state(state)
+
+    TEMPLATE_DB = "tokens_bootstrap_template"
+
+    def _ensure_template(self) -> None:
+        """A database with only the Supabase bootstrap, marked as a template.
+
+        Scratch databases (schema-vs-migrations checks, host-app installs in tests) are
+        created from it with ``create database … template tokens_bootstrap_template``,
+        which needs only CREATEDB.
+        """
+        exists = self.psql(
+            command=f"select 1 from pg_database where datname = '{self.TEMPLATE_DB}'"
+        )
+        if exists.strip():
+            return
+        self.psql(command=f"create database {self.TEMPLATE_DB}")
+        template_url = self.status().db_url.rsplit("/", 1)[0] + "/" + self.TEMPLATE_DB
+        self._run(
+            [
+                str(self._psql()),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                template_url,
+                "-f",
+                str(BOOTSTRAP_SQL),
+            ],
+            "psql bootstrap (template)",
+        )
+        self.psql(command=f"alter database {self.TEMPLATE_DB} with is_template true")
 
     # ------------------------------------------------------------- postgrest
     def _start_postgrest(self) -> None:

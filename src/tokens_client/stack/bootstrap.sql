@@ -37,10 +37,12 @@ alter default privileges in schema extensions grant all on sequences to postgres
 create extension if not exists pgcrypto with schema extensions;
 
 -- Supabase keeps pg_cron in pg_catalog; it needs shared_preload_libraries, which the
--- local stack sets. Migrations test for its presence and never require it.
+-- local stack sets, and lives in one database (cron.database_name); scratch databases
+-- built from the same bootstrap go without. Migrations test for its presence.
 do $$
 begin
-  if exists (select from pg_available_extensions where name = 'pg_cron') then
+  if exists (select from pg_available_extensions where name = 'pg_cron')
+     and current_database() = coalesce(current_setting('cron.database_name', true), 'postgres') then
     create extension if not exists pg_cron with schema pg_catalog;
     grant usage on schema cron to postgres;
   end if;

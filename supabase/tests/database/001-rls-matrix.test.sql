@@ -10,7 +10,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(174);
+select plan(142);
 
 -- Fixtures by name (tests.id('org A')), callers, tests.spend_as and the client write
 -- attempts (tests.write_attempts()) come from 000-setup-test-helpers.
@@ -20,7 +20,6 @@ do $$
 begin
   perform tests.create_organization('org A');
   perform tests.create_organization('org B');
-  insert into tests.fixtures values ('org C', gen_random_uuid());  -- created by service_role below
 
   perform tests.create_user('member of A', tests.id('org A'), 'member');
   perform tests.create_user('admin of A', tests.id('org A'), 'admin');
@@ -28,7 +27,6 @@ begin
   perform tests.create_user('member of B', tests.id('org B'), 'member');
   perform tests.create_user('mover', tests.id('org A'), 'member');
   perform tests.create_user('loner', null);
-  perform tests.create_user('unprofiled user', profile => false);
 
   -- Usage: org A gets 4 rows (member 2, admin 1, mover 1), org B 2 (member 1, mover 1
   -- after moving from A to B).
@@ -71,15 +69,16 @@ select isnt_empty($$ select * from tests.ai_features $$, 'the feature catalog is
 -- --------------------------------------------------------- RLS and grants, by catalog
 select is_empty(
   $$ select c.relname from pg_class c
-     where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity $$,
-  'every table in schema public has row level security enabled'
+     where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and not c.relrowsecurity
+       and (c.relname like 'ai\_%' or c.relname like 'stripe\_%') $$,
+  'every table of tokens-client (ai_*, stripe_*) has row level security enabled'
 );
 
 -- Exact table privileges: clients may only read (TRUNCATE would skip RLS entirely).
 select table_privs_are('public', t.table_name, r.role_name, r.privileges,
          format('%s has exactly %s on public.%s', r.role_name,
                 coalesce(nullif(array_to_string(r.privileges, ', '), ''), 'no privileges'), t.table_name))
-from unnest(array['organizations', 'user_profiles', 'ai_token_types', 'ai_plan_allocations',
+from unnest(array['ai_plans', 'ai_token_types', 'ai_plan_allocations',
                   'ai_features', 'ai_tokens', 'ai_token_usage_log']) with ordinality t(table_name, n)
 cross join (values
   (1, 'anon', '{}'::text[]),
@@ -94,7 +93,7 @@ select tests.authenticate_as_anon();
 select throws_ok(format('select * from public.%I', t.table_name), '42501',
          format('permission denied for table %s', t.table_name),
          format('anon cannot read %s', t.table_name))
-from unnest(array['organizations', 'user_profiles', 'ai_token_types', 'ai_plan_allocations',
+from unnest(array['ai_plans', 'ai_token_types', 'ai_plan_allocations',
                   'ai_features', 'ai_tokens', 'ai_token_usage_log']) t(table_name);
 
 select throws_ok(w.statement, '42501', format('permission denied for table %s', w.table_name),
@@ -104,16 +103,6 @@ from tests.write_attempts() w order by w.ordinal;
 -- ------------------------------------------------------------- member of org A
 select tests.authenticate_as(tests.id('member of A'));
 
-select results_eq(
-  $$ select id from public.organizations $$,
-  $$ values (tests.id('org A')) $$,
-  'member of A sees exactly org A'
-);
-select results_eq(
-  $$ select id from public.user_profiles order by id $$,
-  $$ select id from tests.fixtures where name in ('member of A', 'admin of A', 'owner of A') order by id $$,
-  'member of A sees exactly the profiles of org A''s members'
-);
 select results_eq(
   $$ select id from public.ai_tokens order by id $$,
   $$ select id from tests.ai_tokens where organization_id = tests.id('org A') order by id $$,
@@ -138,16 +127,6 @@ from tests.write_attempts() w order by w.ordinal;
 -- -------------------------------------------------------------- admin of org A
 select tests.authenticate_as(tests.id('admin of A'));
 
-select results_eq(
-  $$ select id from public.organizations $$,
-  $$ values (tests.id('org A')) $$,
-  'admin of A sees exactly org A'
-);
-select results_eq(
-  $$ select id from public.user_profiles order by id $$,
-  $$ select id from tests.fixtures where name in ('member of A', 'admin of A', 'owner of A') order by id $$,
-  'admin of A sees exactly the profiles of org A''s members'
-);
 select results_eq(
   $$ select id from public.ai_tokens order by id $$,
   $$ select id from tests.ai_tokens where organization_id = tests.id('org A') order by id $$,
@@ -182,16 +161,6 @@ select results_eq(
 select tests.authenticate_as(tests.id('member of B'));
 
 select results_eq(
-  $$ select id from public.organizations $$,
-  $$ values (tests.id('org B')) $$,
-  'member of B sees exactly org B'
-);
-select results_eq(
-  $$ select id from public.user_profiles order by id $$,
-  $$ select id from tests.fixtures where name in ('member of B', 'mover') order by id $$,
-  'member of B sees exactly the profiles of org B''s members'
-);
-select results_eq(
   $$ select id from public.ai_tokens order by id $$,
   $$ select id from tests.ai_tokens where organization_id = tests.id('org B') order by id $$,
   'member of B sees exactly org B''s five ai_tokens rows'
@@ -225,12 +194,6 @@ select results_eq(
 -- ----------------------------------------------------- a user without organization
 select tests.authenticate_as(tests.id('loner'));
 
-select is_empty($$ select * from public.organizations $$, 'a user without organization sees no organization');
-select results_eq(
-  $$ select id from public.user_profiles $$,
-  $$ values (tests.id('loner')) $$,
-  'a user without organization sees only their own profile'
-);
 select is_empty($$ select * from public.ai_tokens $$, 'a user without organization sees no token balance');
 select is_empty($$ select * from public.ai_token_usage_log $$, 'a user without organization sees no usage');
 select results_eq($$ select * from public.ai_features order by feature $$,
@@ -239,17 +202,6 @@ select results_eq($$ select * from public.ai_features order by feature $$,
 -- ----------------------------------------------------------------- service_role
 select tests.authenticate_as_service_role();
 
-select results_eq(
-  $$ select id from public.organizations where id in (tests.id('org A'), tests.id('org B')) order by id $$,
-  $$ select id from tests.fixtures where name in ('org A', 'org B') order by id $$,
-  'service_role sees both organizations'
-);
-select results_eq(
-  $$ select p.id from public.user_profiles p join tests.fixtures f on f.id = p.id order by p.id $$,
-  $$ select id from tests.fixtures
-     where name in ('member of A', 'admin of A', 'owner of A', 'member of B', 'mover', 'loner') order by id $$,
-  'service_role sees every profile'
-);
 select results_eq(
   $$ select id from public.ai_tokens where organization_id in (tests.id('org A'), tests.id('org B')) order by id $$,
   $$ select id from tests.ai_tokens order by id $$,
@@ -269,27 +221,6 @@ select results_eq($$ select * from public.ai_features order by feature $$,
   $$ select * from tests.ai_features order by feature $$, 'service_role reads the whole feature catalog');
 
 -- service_role writes every table: each statement changes exactly one row.
-with changed as (
-  insert into public.organizations (id, name, plan) values (tests.id('org C'), 'org C', 'starter') returning 1
-) select is(count(*)::int, 1, 'service_role can insert organizations') from changed;
-with changed as (
-  update public.organizations set name = 'org A renamed' where id = tests.id('org A') returning 1
-) select is(count(*)::int, 1, 'service_role can update organizations') from changed;
-with changed as (
-  delete from public.organizations where id = tests.id('org C') returning 1
-) select is(count(*)::int, 1, 'service_role can delete organizations') from changed;
-
-with changed as (
-  insert into public.user_profiles (id, organization_id, role)
-  values (tests.id('unprofiled user'), tests.id('org B'), 'member') returning 1
-) select is(count(*)::int, 1, 'service_role can insert user_profiles') from changed;
-with changed as (
-  update public.user_profiles set role = 'admin' where id = tests.id('unprofiled user') returning 1
-) select is(count(*)::int, 1, 'service_role can update user_profiles') from changed;
-with changed as (
-  delete from public.user_profiles where id = tests.id('unprofiled user') returning 1
-) select is(count(*)::int, 1, 'service_role can delete user_profiles') from changed;
-
 with changed as (
   insert into public.ai_token_types (token_type, description) values ('tests_type', 'made by a test') returning 1
 ) select is(count(*)::int, 1, 'service_role can insert ai_token_types') from changed;

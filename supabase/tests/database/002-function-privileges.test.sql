@@ -1,7 +1,7 @@
 -- Who may execute which function, and the rules every function must follow.
 --
--- The table tests.intended_grants below lists every function of schemas public and
--- private with the roles that may execute it; a function added without a row there
+-- The table tests.intended_grants below lists every function of tokens-client (schema
+-- ai_tokens_internal, and our API in public) with the roles that may execute it; a function added without a row there
 -- fails the first test. The generic checks (nothing open to PUBLIC or anon, SECURITY
 -- DEFINER pinned to search_path = '') query pg_proc, so they judge future functions
 -- too, and are shown to catch an offending function at the end.
@@ -9,13 +9,13 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(335);
+select plan(421);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
 -- created in schema tests inside this transaction and rolled back with it.
 
--- Every function in public and private, whether it is SECURITY DEFINER, and who may
+-- Every function of tokens-client, whether it is SECURITY DEFINER, and who may
 -- execute it. PUBLIC may execute none of them.
 create table tests.intended_grants (
   signature text primary key,
@@ -25,7 +25,7 @@ create table tests.intended_grants (
   service_role boolean not null
 );
 insert into tests.intended_grants values
-  -- Admin API: service role only.
+  -- Admin API: service role only (security invoker: it has the table rights).
   ('public.initialize_tokens(uuid,text)',                         false, false, false, true),
   ('public.grant_tokens(uuid,text,integer,timestamp with time zone,text,text)',
                                                                   false, false, false, true),
@@ -42,61 +42,72 @@ insert into tests.intended_grants values
   ('public.commit_reservation(uuid,integer)',                     true,  false, true,  true),
   ('public.release_reservation(uuid)',                            true,  false, true,  true),
   ('public.refund_deduction(uuid,text)',                          true,  false, true,  true),
-  -- Security invoker: row-level security decides which usage rows count.
-  ('public.get_usage_report(uuid,text,timestamp with time zone)', false, false, true,  true),
+  ('public.get_usage_report(uuid,text,timestamp with time zone)', true,  false, true,  true),
   -- The membership seam: RLS policies call it as the querying role.
-  ('private.memberships()',                                       true,  false, true,  true),
-  -- Security-invoker functions (get_usage_report for members; the admin API for the
-  -- service role) call these as their caller; they read only the caller's own
-  -- memberships or raise a refusal.
-  ('private.refuse(integer,text,text,jsonb)',                     false, false, true,  true),
-  ('private.is_service_role()',                                   false, false, true,  true),
-  ('private.resolve_organization(uuid)',                          false, false, true,  true),
-  -- Lifecycle helpers granted to the service role: the security-invoker admin API
-  -- (initialize_tokens, grant_tokens, set_organization_plan, set_enforcement_mode,
-  -- refresh_due_tokens) runs settle_tokens, plan_allocation, next_refresh,
-  -- settlement_due and enforcement_mode as the service role. The others are granted
-  -- to it too (it may call them from SQL); they reveal nothing it cannot read anyway.
-  ('private.settle_tokens(uuid,text)',                            false, false, false, true),
-  ('private.require_organization(uuid)',                          false, false, false, true),
-  ('private.require_plan(text)',                                  false, false, false, true),
-  ('private.plan_allocation(text,text)',                          false, false, false, true),
-  ('private.next_refresh(timestamp with time zone)',              false, false, false, true),
-  ('private.settlement_due(uuid,text,timestamp with time zone)',  false, false, false, true),
-  ('private.enforcement_mode(uuid)',                              false, false, false, true),
-  ('private.membership_role(uuid)',                               false, false, false, true),
-  ('private.look_up_feature(text,uuid)',                          false, false, false, true),
-  ('private.price_feature(text,uuid)',                            false, false, false, true),
-  ('private.settled_view(ai_tokens)',                             false, false, false, true),
-  ('private.settled_tokens(ai_tokens)',                           false, false, false, true),
+  ('ai_tokens_internal.memberships()',                            true,  false, true,  true),
+  -- The other seams read or write the host's tables as their owner; only our own
+  -- functions (as their owner) and the service role's admin API call them.
+  ('ai_tokens_internal.organization_exists(uuid)',                true,  false, false, true),
+  ('ai_tokens_internal.organization_plan(uuid)',                  true,  false, false, true),
+  ('ai_tokens_internal.change_organization_plan(uuid,text)',      true,  false, false, true),
+  ('ai_tokens_internal.organization_name(uuid)',                  true,  false, false, true),
+  ('ai_tokens_internal.user_display_name(uuid)',                  true,  false, false, true),
+  -- Raising refusals and resolving the caller's own organization: safe for any
+  -- signed-in caller (they read only the caller's memberships).
+  ('ai_tokens_internal.refuse(integer,text,text,jsonb)',          false, false, true,  true),
+  ('ai_tokens_internal.is_service_role()',                        false, false, true,  true),
+  ('ai_tokens_internal.require_argument(boolean,text)',           false, false, true,  true),
+  ('ai_tokens_internal.resolve_organization(uuid)',               false, false, true,  true),
+  -- What the security-invoker admin API (as the service role) calls.
+  ('ai_tokens_internal.require_service_role(text)',               false, false, false, true),
+  ('ai_tokens_internal.require_organization(uuid)',               false, false, false, true),
+  ('ai_tokens_internal.require_plan(text)',                       false, false, false, true),
+  ('ai_tokens_internal.lock(text,text)',                          false, false, false, true),
+  ('ai_tokens_internal.journal_as(jsonb)',                        false, false, false, true),
+  ('ai_tokens_internal.enforcement_mode(uuid)',                   false, false, false, true),
+  ('ai_tokens_internal.plan_allocation(text,text)',               false, false, false, true),
+  ('ai_tokens_internal.open_account(uuid,text)',                  false, false, false, true),
+  ('ai_tokens_internal.unopened_account(uuid,text)',              false, false, false, true),
+  ('ai_tokens_internal.settle_tokens(uuid,text)',                 false, false, false, true),
+  ('ai_tokens_internal.next_refresh(timestamp with time zone)',   false, false, false, true),
+  ('ai_tokens_internal.settlement_due(uuid,text,timestamp with time zone)', false, false, false, true),
+  -- Granted to the service role for SQL callers; they reveal nothing it cannot read.
+  ('ai_tokens_internal.membership_role(uuid)',                    false, false, false, true),
+  ('ai_tokens_internal.look_up_feature(text,uuid)',               false, false, false, true),
+  ('ai_tokens_internal.price_feature(text,uuid)',                 false, false, false, true),
+  ('ai_tokens_internal.settled_view(ai_tokens)',                  false, false, false, true),
+  ('ai_tokens_internal.settled_tokens(ai_tokens)',                false, false, false, true),
   -- Only called from SECURITY DEFINER functions (as their owner).
-  ('private.check_rate_limit(uuid,uuid,text,text)',               false, false, false, false),
-  ('private.consume_grants(uuid,text,integer,uuid)',              false, false, false, false),
-  ('private.refusal(integer,text,text,jsonb)',                    false, false, false, false),
-  ('private.record_refusal(jsonb,uuid,text,text,jsonb)',          false, false, false, false),
-  ('private.refusal_response(jsonb,uuid,text,jsonb)',             false, false, false, false),
-  ('private.refusal_summary(jsonb)',                              false, false, false, false),
-  ('private.open_spend(text,uuid,text)',                          false, false, false, false),
-  ('private.policy_refusal(uuid,uuid,text,text,boolean,text)',    false, false, false, false),
-  ('private.insufficient_refusal(text,integer,text,ai_tokens)',   false, false, false, false),
-  ('private.obtainable(ai_tokens,integer,text)',                  false, false, false, false),
-  ('private.reservation_json(ai_token_reservations)',             false, false, false, false),
-  ('private.reservation_for_settlement(uuid)',                    false, false, false, false),
+  ('ai_tokens_internal.check_rate_limit(uuid,uuid,text,text)',    false, false, false, false),
+  ('ai_tokens_internal.consume_grants(uuid,text,integer,uuid)',   false, false, false, false),
+  ('ai_tokens_internal.refusal(integer,text,text,jsonb)',         false, false, false, false),
+  ('ai_tokens_internal.raise_refusal(jsonb)',                     false, false, false, false),
+  ('ai_tokens_internal.not_in_plan_refusal(text,text,text)',      false, false, false, false),
+  ('ai_tokens_internal.record_refusal(jsonb,uuid,text,text,jsonb)', false, false, false, false),
+  ('ai_tokens_internal.refusal_response(jsonb,uuid,text,jsonb)',  false, false, false, false),
+  ('ai_tokens_internal.refusal_summary(jsonb)',                   false, false, false, false),
+  ('ai_tokens_internal.open_spend(text,uuid,text)',               false, false, false, false),
+  ('ai_tokens_internal.policy_refusal(uuid,uuid,text,text,boolean,text)', false, false, false, false),
+  ('ai_tokens_internal.insufficient_refusal(text,integer,text,ai_tokens)', false, false, false, false),
+  ('ai_tokens_internal.obtainable(ai_tokens,integer,text)',       false, false, false, false),
+  ('ai_tokens_internal.reservation_json(ai_token_reservations)',  false, false, false, false),
+  ('ai_tokens_internal.reservation_for_settlement(uuid)',         false, false, false, false),
   -- Trigger functions (a trigger fires without EXECUTE); the journal's is SECURITY
   -- DEFINER so it is written whoever changes a balance.
-  ('private.journal_token_balance()',                             true,  false, false, false),
-  ('private.notify_token_alert()',                                false, false, false, false);
+  ('ai_tokens_internal.journal_token_balance()',                  true,  false, false, false),
+  ('ai_tokens_internal.notify_token_alert()',                     false, false, false, false);
 
--- The functions of public and private that are not part of an extension.
+-- tokens-client's functions: all of schema ai_tokens_internal, and the functions of
+-- public whose comment says 'tokens-client: ...' (the host app's own functions in public
+-- are not ours to judge; a pytest check keeps every public function of
+-- supabase/schemas/ commented).
 create function tests.own_functions() returns setof oid
 language sql stable as $$
   select p.oid
   from pg_catalog.pg_proc p
-  where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
-    and not exists (
-      select 1 from pg_catalog.pg_depend d
-      where d.classid = 'pg_catalog.pg_proc'::regclass and d.objid = p.oid and d.deptype = 'e'
-    )
+  where p.pronamespace = 'ai_tokens_internal'::regnamespace
+     or (p.pronamespace = 'public'::regnamespace
+         and pg_catalog.obj_description(p.oid, 'pg_proc') like 'tokens-client:%')
 $$;
 
 create function tests.executable_by_public_or_anon() returns setof text
@@ -149,7 +160,7 @@ select from tests.create_organization('tests organization', 'pro', initialized =
 select set_eq(
   $$ select f::regprocedure::text from tests.own_functions() f $$,
   $$ select coalesce(to_regprocedure(signature)::text, signature || ' (missing)') from tests.intended_grants $$,
-  'every function in public and private is listed in tests.intended_grants, and every listed one exists'
+  'every function of tokens-client is listed in tests.intended_grants, and every listed one exists'
 );
 
 -- ------------------------------------------------------- the intended grants
@@ -166,7 +177,7 @@ where to_regprocedure(g.signature) is not null
 order by g.signature, r.position;
 
 -- A security-invoker function runs its helpers as its caller: granting the function
--- is not enough, every private helper it calls must be granted to the same roles.
+-- is not enough, every internal helper it calls must be granted to the same roles.
 select tests.authenticate_as_service_role();
 select lives_ok(
   $$ select * from public.get_usage_report(tests.id('tests organization')) $$,
@@ -181,44 +192,21 @@ order by g.signature;
 
 -- ------------------------------------------------------------ generic rules
 select is_empty($$ select * from tests.executable_by_public_or_anon() $$,
-  'no function in public or private is executable by PUBLIC or anon');
+  'no function of tokens-client is executable by PUBLIC or anon');
 select is_empty($$ select * from tests.security_definer_without_empty_search_path() $$,
-  'every SECURITY DEFINER function in public and private pins search_path = ''''');
+  'every SECURITY DEFINER function of tokens-client pins search_path = ''''');
 select is_empty($$ select * from tests.without_search_path() $$,
-  'every function in public and private sets its search_path (advisor lint function_search_path_mutable)');
+  'every function of tokens-client sets its search_path (advisor lint function_search_path_mutable)');
 
-select schema_privs_are('private', 'public', '{}'::text[], 'PUBLIC has no privilege on schema private');
-select schema_privs_are('private', 'anon', '{}'::text[], 'anon has no privilege on schema private');
-select schema_privs_are('private', 'authenticated', '{USAGE}'::text[], 'authenticated may only use schema private (for the policies)');
-select schema_privs_are('private', 'service_role', '{USAGE}'::text[], 'service_role may only use schema private');
-
--- ----------------------------------------------- default privileges of new functions
--- The first migration revokes Supabase's default EXECUTE on new functions; a function
--- a later migration forgets to revoke must still not be open to the API roles.
-create function public.tests_new_function() returns integer language sql set search_path = '' as $$ select 1 $$;
-create function private.tests_new_function() returns integer language sql set search_path = '' as $$ select 1 $$;
-
-select is(has_function_privilege(r.role_name, 'private.tests_new_function()'::regprocedure, 'execute'), false,
-          format('a new function in private is not executable by %s until granted', r.role_name))
-from (values (1, 'public'), (2, 'anon'), (3, 'authenticated')) r(position, role_name)
-order by r.position;
-select is(has_function_privilege('public', 'public.tests_new_function()'::regprocedure, 'execute'), false,
-          'a new function in public is not executable by PUBLIC until granted');
-
--- Known problem of the local stack, not of the migration: `tokens stack up` re-runs
--- bootstrap.sql on every start, and its "alter default privileges in schema public
--- grant all on functions to anon, authenticated" undoes the migration's revoke.
-select is(has_function_privilege(r.role_name, 'public.tests_new_function()'::regprocedure, 'execute'), false,
-          format('a new function in public is not executable by %s until granted', r.role_name))
-from (values (1, 'anon'), (2, 'authenticated')) r(position, role_name)
-order by r.position;
-
-drop function public.tests_new_function();
-drop function private.tests_new_function();
+select schema_privs_are('ai_tokens_internal', 'public', '{}'::text[], 'PUBLIC has no privilege on schema ai_tokens_internal');
+select schema_privs_are('ai_tokens_internal', 'anon', '{}'::text[], 'anon has no privilege on schema ai_tokens_internal');
+select schema_privs_are('ai_tokens_internal', 'authenticated', '{USAGE}'::text[], 'authenticated may only use schema ai_tokens_internal (for the policies)');
+select schema_privs_are('ai_tokens_internal', 'service_role', '{USAGE}'::text[], 'service_role may only use schema ai_tokens_internal');
 
 -- -------------------------------------------- the generic rules catch offenders
 create function public.tests_unsafe_definer() returns integer
 language sql security definer as $$ select 1 $$;
+comment on function public.tests_unsafe_definer() is 'tokens-client: an offender';
 grant execute on function public.tests_unsafe_definer() to anon;
 
 select results_eq($$ select * from tests.executable_by_public_or_anon() $$, $$ values ('tests_unsafe_definer()') $$,
@@ -232,7 +220,7 @@ drop function public.tests_unsafe_definer();
 
 -- ------------------------------ calling without EXECUTE fails before the function runs
 -- The calls and the expected messages are worked out as postgres: anon may not even
--- look up names in schema private.
+-- look up names in schema ai_tokens_internal.
 create table tests.denied_calls as
   select g.signature, r.role_name,
          tests.call_with_nulls(g.signature) as statement,

@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(98);
+select plan(84);
 
 -- ------------------------------------------------------------------ helpers
 -- Fixtures by name (tests.id('org A')), callers, tests.spend_as and the client write
@@ -24,7 +24,6 @@ begin
   perform tests.create_user('member of A', tests.id('org A'), 'member');
   perform tests.create_user('admin of A', tests.id('org A'), 'admin');
   perform tests.create_user('member of B', tests.id('org B'), 'member');
-  perform tests.create_user('unprofiled user', profile => false);
   perform tests.spend_as(tests.id('member of A'), 'ask_assistant');
   perform tests.spend_as(tests.id('admin of A'), 'generate_goal');
   perform tests.spend_as(tests.id('member of B'), 'generate_leads');
@@ -35,10 +34,8 @@ $$;
 create function tests.fingerprints() returns table (table_name text, fingerprint text)
 language sql security definer set search_path = '' as $$
   with orgs as (select tests.id('org A') as id union all select tests.id('org B'))
-  select 'organizations', md5(coalesce(string_agg(t::text, ';' order by t::text), ''))
-    from public.organizations t where t.id in (select id from orgs)
-  union all select 'user_profiles', md5(coalesce(string_agg(t::text, ';' order by t::text), ''))
-    from public.user_profiles t where t.id in (select f.id from tests.fixtures f)
+  select 'ai_plans', md5(coalesce(string_agg(t::text, ';' order by t::text), ''))
+    from public.ai_plans t
   union all select 'ai_token_types', md5(coalesce(string_agg(t::text, ';' order by t::text), ''))
     from public.ai_token_types t
   union all select 'ai_plan_allocations', md5(coalesce(string_agg(t::text, ';' order by t::text), ''))
@@ -80,7 +77,7 @@ $$;
 
 -- Take the grants away as a wall: clients may now write every table, as far as
 -- privileges go. Rolled back with the transaction.
-grant select, insert, update, delete on public.organizations, public.user_profiles, public.ai_token_types,
+grant select, insert, update, delete on public.ai_plans, public.ai_token_types,
   public.ai_plan_allocations, public.ai_features, public.ai_tokens, public.ai_token_usage_log
   to anon, authenticated;
 
@@ -89,7 +86,7 @@ select tests.authenticate_as_anon();
 
 select is_empty(format('select * from public.%I', t.table_name),
          format('anon sees no row of %s (no policy lets it)', t.table_name))
-from unnest(array['organizations', 'user_profiles', 'ai_token_types', 'ai_plan_allocations',
+from unnest(array['ai_plans', 'ai_token_types', 'ai_plan_allocations',
                   'ai_features', 'ai_tokens', 'ai_token_usage_log']) t(table_name);
 
 

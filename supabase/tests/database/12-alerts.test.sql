@@ -98,9 +98,9 @@ select throws_ok(format($$delete from public.ai_token_alerts where organization_
 select tests.clear_authentication();
 
 -- pg_notify: every alert row is sent on the ai_token_alerts channel by a trigger.
-select trigger_is('public', 'ai_token_alerts', 'ai_token_alerts_notify', 'private', 'notify_token_alert',
+select trigger_is('public', 'ai_token_alerts', 'ai_token_alerts_notify', 'ai_tokens_internal', 'notify_token_alert',
   'an AFTER INSERT trigger notifies each alert');
-select ok(pg_get_functiondef('private.notify_token_alert()'::regprocedure) like '%pg_notify(''ai_token_alerts''%',
+select ok(pg_get_functiondef('ai_tokens_internal.notify_token_alert()'::regprocedure) like '%pg_notify(''ai_token_alerts''%',
   'on the ai_token_alerts channel');
 
 select * from finish();

@@ -1,18 +1,12 @@
--- Usage reports (the guide's "usage by feature" and "per-user usage" queries) as an
--- RPC, plus execute grants that let security-invoker functions use the private seam.
+-- tokens-client · 16 reports: the guide's "usage by feature" and "per-user usage".
+set check_function_bodies = off;
 
--- Invoker functions run as the caller; they need the private helpers too. These expose
--- nothing: they only read the caller's own memberships and raise refusals.
-grant execute on function private.refuse(integer, text, text, jsonb),
-  private.is_service_role(),
-  private.resolve_organization(uuid)
-  to authenticated, service_role;
-
--- get_usage_report: uses and tokens grouped by feature, user (with full_name) or day
--- since a moment. Security invoker: row-level security decides which usage rows count,
--- so owners/admins see their whole organization and members only their own entries.
--- The service role must name the organization.
-create function public.get_usage_report(
+-- get_usage_report: uses and tokens grouped by feature, user (with the display name from
+-- the user_display_name seam) or day, since a moment. Owners/admins see their whole
+-- organization, members only their own entries (the usage log's policy, applied here
+-- explicitly since the display names come from the host). The service role must name
+-- the organization.
+create or replace function public.get_usage_report(
   organization_id uuid default null,
   group_by text default 'feature',
   since timestamptz default null
@@ -20,24 +14,28 @@ create function public.get_usage_report(
 returns table (key text, label text, uses bigint, tokens bigint, day date)
 language plpgsql
 stable
-security invoker
+security definer
 set search_path = ''
 as $$
 declare
   target_organization uuid;
+  caller_role text;
+  everyone boolean;
 begin
   if group_by is null or group_by not in ('feature', 'user', 'day') then
-    perform private.refuse(400, 'invalid_request', 'group_by must be feature, user or day',
+    perform ai_tokens_internal.refuse(400, 'invalid_request', 'group_by must be feature, user or day',
       jsonb_build_object('field', 'group_by'));
   end if;
-  select r.organization_id into target_organization
-  from private.resolve_organization(get_usage_report.organization_id) r;
+  select r.organization_id, r.role into target_organization, caller_role
+  from ai_tokens_internal.resolve_organization(get_usage_report.organization_id) r;
+  everyone := caller_role in ('service_role', 'owner', 'admin');
 
   return query
   with entries as (
     select l.feature_used, l.user_id, l.tokens_deducted, (l.created_at at time zone 'UTC')::date as entry_day
     from public.ai_token_usage_log l
     where l.organization_id = target_organization
+      and (everyone or l.user_id = (select auth.uid()))
       and (since is null or l.created_at >= since)
   )
   select g.key, g.label, g.uses, g.tokens, g.day
@@ -48,10 +46,9 @@ begin
     group by e.feature_used
     union all
     select coalesce(e.user_id::text, 'service'),
-           coalesce(max(p.full_name), e.user_id::text, 'service role'),
+           coalesce(ai_tokens_internal.user_display_name(e.user_id), e.user_id::text, 'service role'),
            count(*), sum(e.tokens_deducted)::bigint, null::date
     from entries e
-    left join public.user_profiles p on p.id = e.user_id
     where group_by = 'user'
     group by e.user_id
     union all
@@ -65,3 +62,4 @@ end
 $$;
 revoke all on function public.get_usage_report(uuid, text, timestamptz) from public, anon, authenticated;
 grant execute on function public.get_usage_report(uuid, text, timestamptz) to authenticated, service_role;
+comment on function public.get_usage_report(uuid, text, timestamptz) is 'tokens-client: uses and tokens by feature, user or day';

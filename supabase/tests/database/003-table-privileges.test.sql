@@ -37,35 +37,36 @@ select results_eq(
 
 select is_empty(
   $$select p.oid::regprocedure from pg_proc p
-    where p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
+    where (p.pronamespace = 'ai_tokens_internal'::regnamespace
+           or (p.pronamespace = 'public'::regnamespace and obj_description(p.oid, 'pg_proc') like 'tokens-client:%'))
       and has_function_privilege('public', p.oid, 'execute')$$,
-  'no function in public or private is executable by PUBLIC');
+  'no function of tokens-client is executable by PUBLIC');
 
 -- authenticated executes the membership seam (RLS policies call it as the querying
--- role) and the three helpers that public.get_usage_report, a SECURITY INVOKER function
--- so that RLS decides which usage rows a member sees, calls as its caller
--- (20261123000100_usage_report). They expose nothing but the caller's own membership:
+-- role) and four helpers that expose nothing but the caller's own membership:
 -- is_service_role reads the caller's role, resolve_organization checks a claimed
--- organization against the caller's memberships, refuse only raises. None of the
--- lifecycle helpers is among them.
+-- organization against the caller's memberships, refuse and require_argument only
+-- raise. None of the other seams (they read the host's tables) is among them.
 select results_eq(
   $$select p.oid::regprocedure::text from pg_proc p
-    where p.pronamespace = 'private'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')
+    where p.pronamespace = 'ai_tokens_internal'::regnamespace and has_function_privilege('authenticated', p.oid, 'execute')
     order by 1$$,
-  $$values ('private.is_service_role()'), ('private.memberships()'), ('private.refuse(integer,text,text,jsonb)'),
-           ('private.resolve_organization(uuid)')$$,
-  'of the private helpers, authenticated executes only the membership seam and the helpers of get_usage_report');
+  $$values ('ai_tokens_internal.is_service_role()'), ('ai_tokens_internal.memberships()'), ('ai_tokens_internal.refuse(integer,text,text,jsonb)'),
+           ('ai_tokens_internal.require_argument(boolean,text)'), ('ai_tokens_internal.resolve_organization(uuid)')$$,
+  'of the internal helpers, authenticated executes only the membership seam and four that raise or resolve its own organization');
 
 select is_empty(
   $$select p.oid::regprocedure from pg_proc p
-    where p.prosecdef and p.pronamespace in ('public'::regnamespace, 'private'::regnamespace)
+    where p.prosecdef and (p.pronamespace = 'ai_tokens_internal'::regnamespace
+           or (p.pronamespace = 'public'::regnamespace and obj_description(p.oid, 'pg_proc') like 'tokens-client:%'))
       and not coalesce(p.proconfig @> array['search_path=""'], false)$$,
   'every security definer function pins search_path to the empty string');
 
 select is_empty(
   $$select c.relname from pg_class c
-    where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and not c.relrowsecurity$$,
-  'RLS is on for every table in public');
+    where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and not c.relrowsecurity
+      and (c.relname like 'ai\_%' or c.relname like 'stripe\_%')$$,
+  'RLS is on for every table of tokens-client');
 
 select results_eq(
   $$select t, has_table_privilege('anon', 'public.' || t, 'select'),

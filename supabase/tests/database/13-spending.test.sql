@@ -11,7 +11,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(93);
+select plan(94);
 
 -- ------------------------------------------------------------------ helpers
 -- Fixtures by name (tests.id('pro org')), callers, and what a call raises
@@ -227,15 +227,15 @@ select is(tests.changes_since('starter before', 'starter org'), '{"refused_alert
 
 -- Unknown and missing features.
 select tests.authenticate_as(tests.id('member'));
-select throws_ok($$ select public.deduct_tokens('make_coffee') $$, 'PT404', 'Unknown feature: make_coffee',
+select throws_ok($$ select public.deduct_tokens('make_coffee') $$, 'PT404', 'Unknown feature',
   'an unknown feature: PT404');
 select is(
   tests.refusal($$ select public.deduct_tokens('make_coffee') $$),
-  jsonb_build_object('sqlstate', 'PT404', 'message', 'Unknown feature: make_coffee', 'detail', jsonb_build_object(
+  jsonb_build_object('sqlstate', 'PT404', 'message', 'Unknown feature', 'detail', jsonb_build_object(
     'reason', 'unknown_feature', 'feature', 'make_coffee')),
   'an unknown feature: the reason is unknown_feature'
 );
-select throws_ok($$ select public.has_enough_tokens('make_coffee') $$, 'PT404', 'Unknown feature: make_coffee',
+select throws_ok($$ select public.has_enough_tokens('make_coffee') $$, 'PT404', 'Unknown feature',
   'has_enough_tokens refuses an unknown feature the same way');
 
 select is(
@@ -309,15 +309,20 @@ select is(
 select tests.save_footprint('uninitialized before', 'uninitialized org');
 select tests.authenticate_as(tests.id('uninitialized member'));
 select is(
-  tests.returned_refusal($$ select public.deduct_tokens('ask_assistant') $$),
-  jsonb_build_object('http_status', 402, 'code', 'PT402', 'message', 'You''re out of AI tokens', 'hint', null,
-    'details', jsonb_build_object(
-      'reason', 'insufficient_tokens', 'feature', 'ask_assistant', 'token_type', 'general',
-      'required', 1, 'balance', 0, 'reserved', 0, 'available', 0, 'initialized', false)),
-  'an organization whose tokens were never initialized: PT402 with initialized false'
+  tests.answer($$ select public.deduct_tokens('ask_assistant') $$) - '{usage_id, organization_id}'::text[],
+  '{"success": true, "remaining_balance": 49, "tokens_deducted": 1, "token_type": "general",
+    "feature": "ask_assistant", "request_id": null, "replayed": false, "enforcement": "enforce",
+    "would_have_refused": null, "message": "Used 1 tokens for ask_assistant"}'::jsonb,
+  'an organization whose tokens were never initialized: the first spend opens its row with the plan''s 50 and spends'
 );
-select is(tests.changes_since('uninitialized before', 'uninitialized org'), '{"refused_alerts": 1}'::jsonb,
-  'the refusal created no token row and wrote nothing but its refused alert');
+select is(tests.changes_since('uninitialized before', 'uninitialized org'),
+  '{"usage_rows": 1, "ledger_rows": 2, "balance of general": 49}'::jsonb,
+  'the first spend opened only the row it needed (journaled: allocation 50, deduction 1) and wrote its usage row');
+select results_eq(
+  $$ select t.total_allocated, t.refresh_date > now() + interval '27 days' from public.ai_tokens t
+     where t.organization_id = tests.id('uninitialized org') $$,
+  $$ values (50, true) $$,
+  'the opened row holds the plan''s allocation for a period starting now');
 
 -- ================================================================ idempotency
 select tests.authenticate_as(tests.id('member'));
@@ -340,7 +345,7 @@ select results_eq(
 );
 
 select throws_ok($$ select public.deduct_tokens('generate_leads', request_id => 'req-1') $$,
-  'PT409', 'request_id req-1 was already used for ask_assistant',
+  'PT409', 'request_id was already used for another feature',
   'the same request_id for another feature: PT409');
 select is(
   tests.refusal($$ select public.deduct_tokens('generate_leads', request_id => 'req-1') $$) -> 'detail',
@@ -499,7 +504,7 @@ select is(
 select tests.authenticate_as_service_role();
 select is(
   tests.refusal(format('select public.initialize_tokens(%L, %L)', tests.id('moving org'), 'platinum')),
-  '{"sqlstate": "PT400", "message": "Unknown plan: platinum", "detail": {"reason": "invalid_plan", "plan": "platinum"}}'::jsonb,
+  '{"sqlstate": "PT400", "message": "Unknown plan", "detail": {"reason": "invalid_plan", "plan": "platinum"}}'::jsonb,
   'initialize_tokens with an unknown plan: PT400 invalid_plan'
 );
 select is(tests.plan('moving org'), 'starter', 'an unknown plan leaves the organization''s plan alone');

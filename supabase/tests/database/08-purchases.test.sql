@@ -110,12 +110,12 @@ select from public.grant_tokens(:'org_a', 'general', 1000000000);
 select is(tests.refusal(format($$select public.grant_tokens(%L, 'general', 1000000000)$$, :'org_a')) -> 'detail' ->> 'reason',
   'invalid_amount', 'a grant that would overflow the balance is refused (400 invalid_amount)');
 
--- An organization without token rows gets one.
+-- An organization without token rows gets one, opened with its plan's allocation.
 select from public.grant_tokens(:'org_new', 'forecast', 40);
 select results_eq(
   format($$select balance, purchased_balance, total_allocated from public.ai_tokens where organization_id = %L$$, :'org_new'),
-  $$values (40, 40, 0)$$,
-  'a grant creates the token row of an organization that had none');
+  $$values (70, 40, 30)$$,
+  'a grant opens the token row of an organization that had none (pro forecast 30) and adds the 40 purchased');
 
 -- Who reads grants.
 select tests.authenticate_as(:'owner_a');

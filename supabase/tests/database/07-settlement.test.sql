@@ -103,7 +103,7 @@ select from public.deduct_tokens('forecast_revenue', :'org_b');
 select tests.clear_authentication();
 update public.ai_tokens set refresh_date = now() - interval '1 minute'
 where organization_id = :'org_b' and token_type = 'forecast';
-select (t.*)::text as before_settle, (private.settled_view(t))::text as projected
+select (t.*)::text as before_settle, (ai_tokens_internal.settled_view(t))::text as projected
 from public.ai_tokens t where organization_id = :'org_b' and token_type = 'forecast' \gset
 select tests.authenticate_as(:'member_b');
 select is(

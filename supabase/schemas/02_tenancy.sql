@@ -1,0 +1,94 @@
+-- tokens-client · 02 tenancy: which organization a request acts on, and as what.
+--
+-- Built on the seams (01_seams.sql) only. An organization id sent by a client is a claim
+-- to check against the caller's memberships, never a fact to trust.
+set check_function_bodies = off;
+
+-- The caller's role in an organization (owner/admin/member), or null.
+create or replace function ai_tokens_internal.membership_role(organization_id uuid)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select m.role from ai_tokens_internal.memberships() m
+  where m.organization_id = membership_role.organization_id
+  limit 1
+$$;
+revoke all on function ai_tokens_internal.membership_role(uuid) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.membership_role(uuid) to service_role;
+
+-- Refuse an organization id the host does not have (404); null passes (callers that
+-- need one say so with their own 400).
+create or replace function ai_tokens_internal.require_organization(organization_id uuid)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if require_organization.organization_id is not null
+     and not ai_tokens_internal.organization_exists(require_organization.organization_id) then
+    perform ai_tokens_internal.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', require_organization.organization_id),
+      jsonb_build_object('organization_id', require_organization.organization_id));
+  end if;
+end
+$$;
+revoke all on function ai_tokens_internal.require_organization(uuid) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.require_organization(uuid) to service_role;
+
+-- The organization a request acts on. A member may omit organization_id (their own
+-- organization is used; with several, they must name one); a given organization_id is
+-- checked against the caller's memberships. The service role must name an existing
+-- organization. Returns (organization_id, role); role is 'service_role' for it.
+create or replace function ai_tokens_internal.resolve_organization(requested_organization_id uuid)
+returns table (organization_id uuid, role text)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  found_organization uuid;
+  found_role text;
+  membership_count integer;
+begin
+  if ai_tokens_internal.is_service_role() then
+    if requested_organization_id is null then
+      perform ai_tokens_internal.refuse(400, 'invalid_request', 'organization_id is required for the service role',
+        jsonb_build_object('field', 'organization_id'));
+    end if;
+    perform ai_tokens_internal.require_organization(requested_organization_id);
+    return query select requested_organization_id, 'service_role'::text;
+    return;
+  end if;
+
+  if (select auth.uid()) is null then
+    perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
+  end if;
+
+  select count(*)::integer,
+         (array_agg(m.organization_id order by m.organization_id)
+            filter (where requested_organization_id is null or m.organization_id = requested_organization_id))[1],
+         (array_agg(m.role order by m.organization_id)
+            filter (where requested_organization_id is null or m.organization_id = requested_organization_id))[1]
+  into membership_count, found_organization, found_role
+  from ai_tokens_internal.memberships() m;
+
+  if found_organization is null then
+    perform ai_tokens_internal.refuse(403, 'not_a_member',
+      case when requested_organization_id is null
+        then 'You are not a member of any organization'
+        else 'You are not a member of this organization' end,
+      jsonb_build_object('organization_id', requested_organization_id));
+  end if;
+  if requested_organization_id is null and membership_count > 1 then
+    perform ai_tokens_internal.refuse(400, 'invalid_request',
+      'organization_id is required: you belong to several organizations',
+      jsonb_build_object('field', 'organization_id'));
+  end if;
+  return query select found_organization, found_role;
+end
+$$;
+revoke all on function ai_tokens_internal.resolve_organization(uuid) from public, anon;
+grant execute on function ai_tokens_internal.resolve_organization(uuid) to authenticated, service_role;

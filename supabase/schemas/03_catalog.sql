@@ -1,0 +1,193 @@
+-- tokens-client · 03 catalog: token types, plans, allocations, features, settings.
+--
+-- All of it is data: the pricing page changes with INSERT/UPDATE (as the service role
+-- or in the SQL editor), never with code. A plan is a row of ai_plans; what it offers is
+-- its ai_plan_allocations rows (a plan without a row for a token type does not offer
+-- the features of that type). Adding a plan is inserting it and its allocations.
+set check_function_bodies = off;
+
+-- ------------------------------------------------------------------------- tables
+
+create table if not exists public.ai_token_types (
+  token_type text primary key check (token_type ~ '^[a-z][a-z0-9_]{0,62}$'),
+  description text not null default ''
+);
+comment on table public.ai_token_types is 'The kinds of AI tokens; an organization holds one ai_tokens row per type (created on first use).';
+
+create table if not exists public.ai_plans (
+  plan text primary key check (plan ~ '^[a-z][a-z0-9_-]{0,62}$'),
+  description text not null default '',
+  created_at timestamptz not null default now()
+);
+comment on table public.ai_plans is 'The plans tokens-client knows, by the name the host stores in organizations.plan (read through the organization_plan seam).';
+
+create table if not exists public.ai_plan_allocations (
+  plan text not null references public.ai_plans (plan) on update cascade on delete cascade,
+  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  monthly_allocation integer not null check (monthly_allocation between 0 and 1000000000),
+  primary key (plan, token_type)
+);
+comment on table public.ai_plan_allocations is 'Monthly tokens per plan and token type ("limits match the pricing page"). A plan without a row for a type does not offer the features of that type.';
+create index if not exists ai_plan_allocations_token_type_idx on public.ai_plan_allocations (token_type);
+
+create table if not exists public.ai_features (
+  feature text primary key check (feature ~ '^[a-z][a-z0-9_]{0,62}$'),
+  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  cost integer not null check (cost between 1 and 1000000),
+  description text not null default '',
+  created_at timestamptz not null default now()
+);
+comment on table public.ai_features is 'The feature catalog: what each AI feature costs, in tokens of which type.';
+create index if not exists ai_features_token_type_idx on public.ai_features (token_type);
+
+-- One row of settings (the singleton column can only be true).
+create table if not exists public.ai_token_settings (
+  singleton boolean primary key default true check (singleton),
+  cancelled_plan text not null references public.ai_plans (plan) on update cascade,
+  updated_at timestamptz not null default now()
+);
+comment on table public.ai_token_settings is 'tokens-client settings. cancelled_plan: the plan an organization moves to when its subscription ends (Stripe customer.subscription.deleted).';
+
+-- --------------------------------------------------------------- privileges and RLS
+-- Supabase's default privileges grant everything on new tables in public to anon and
+-- authenticated; RLS is the first wall, these grants the second: clients may only read.
+
+revoke all on public.ai_token_types, public.ai_plans, public.ai_plan_allocations, public.ai_features,
+  public.ai_token_settings from anon, authenticated;
+grant select on public.ai_token_types, public.ai_plans, public.ai_plan_allocations, public.ai_features
+  to authenticated;
+grant all on public.ai_token_types, public.ai_plans, public.ai_plan_allocations, public.ai_features,
+  public.ai_token_settings to service_role;
+
+alter table public.ai_token_types enable row level security;
+alter table public.ai_plans enable row level security;
+alter table public.ai_plan_allocations enable row level security;
+alter table public.ai_features enable row level security;
+alter table public.ai_token_settings enable row level security;
+
+drop policy if exists "Signed-in users can view token types" on public.ai_token_types;
+create policy "Signed-in users can view token types"
+  on public.ai_token_types for select to authenticated using (true);
+drop policy if exists "Signed-in users can view plans" on public.ai_plans;
+create policy "Signed-in users can view plans"
+  on public.ai_plans for select to authenticated using (true);
+drop policy if exists "Signed-in users can view plan allocations" on public.ai_plan_allocations;
+create policy "Signed-in users can view plan allocations"
+  on public.ai_plan_allocations for select to authenticated using (true);
+drop policy if exists "Signed-in users can view the feature catalog" on public.ai_features;
+create policy "Signed-in users can view the feature catalog"
+  on public.ai_features for select to authenticated using (true);
+drop policy if exists "Service role manages settings" on public.ai_token_settings;
+create policy "Service role manages settings"
+  on public.ai_token_settings for all to service_role using (true) with check (true);
+
+-- ------------------------------------------------------------------ catalog data
+-- The guide's catalog. Existing rows are kept (a second run changes nothing).
+
+insert into public.ai_token_types (token_type, description) values
+  ('lead_generation', 'Finding and qualifying leads'),
+  ('goal_generation', 'Generating goals and quests'),
+  ('strategy_analysis', 'Analysing strategy'),
+  ('forecast', 'Revenue forecasting'),
+  ('general', 'General assistant use')
+on conflict do nothing;
+
+insert into public.ai_plans (plan, description) values
+  ('starter', 'No AI features'),
+  ('pro', 'AI features with a monthly allocation'),
+  ('enterprise', 'Ten times the Pro allocation')
+on conflict do nothing;
+
+insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) values
+  ('pro', 'lead_generation', 50),
+  ('pro', 'goal_generation', 20),
+  ('pro', 'strategy_analysis', 100),
+  ('pro', 'forecast', 30),
+  ('pro', 'general', 50),
+  ('enterprise', 'lead_generation', 500),
+  ('enterprise', 'goal_generation', 200),
+  ('enterprise', 'strategy_analysis', 1000),
+  ('enterprise', 'forecast', 300),
+  ('enterprise', 'general', 500)
+on conflict do nothing;
+-- starter: no rows, so AI features are not available on it.
+
+insert into public.ai_features (feature, token_type, cost, description) values
+  ('generate_goal', 'goal_generation', 3, 'Generate a financial goal'),
+  ('generate_quest', 'goal_generation', 2, 'Generate a quest for a goal'),
+  ('generate_leads', 'lead_generation', 5, 'Generate a batch of leads'),
+  ('analyze_strategy', 'strategy_analysis', 10, 'Analyse a strategy'),
+  ('forecast_revenue', 'forecast', 5, 'Forecast revenue'),
+  ('ask_assistant', 'general', 1, 'Ask the assistant a question')
+on conflict do nothing;
+
+insert into public.ai_token_settings (cancelled_plan) values ('starter') on conflict do nothing;
+
+-- ------------------------------------------------------------------- helpers
+
+-- Refuse a plan name ai_plans does not have (400 invalid_plan); null passes.
+create or replace function ai_tokens_internal.require_plan(plan text)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if require_plan.plan is not null
+     and not exists (select 1 from public.ai_plans p where p.plan = require_plan.plan) then
+    perform ai_tokens_internal.refuse(400, 'invalid_plan', 'Unknown plan',
+      jsonb_build_object('plan', left(require_plan.plan, 50)));
+  end if;
+end
+$$;
+revoke all on function ai_tokens_internal.require_plan(text) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.require_plan(text) to service_role;
+
+-- The plan's monthly allocation for a token type (0 when the plan has none).
+create or replace function ai_tokens_internal.plan_allocation(plan text, token_type text)
+returns integer
+language sql
+stable
+set search_path = ''
+as $$
+  select coalesce(
+    (select a.monthly_allocation from public.ai_plan_allocations a
+     where a.plan = plan_allocation.plan and a.token_type = plan_allocation.token_type),
+    0)
+$$;
+revoke all on function ai_tokens_internal.plan_allocation(text, text) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.plan_allocation(text, text) to service_role;
+
+-- The feature's price and whether the organization's plan offers it. Refuses a missing
+-- (400) or unknown (404) feature; leaves "not in plan" to the caller (plan_known is
+-- false when the host's plan is not a row of ai_plans).
+create or replace function ai_tokens_internal.look_up_feature(feature text, organization_id uuid)
+returns table (token_type text, cost integer, plan text, in_plan boolean, plan_known boolean)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  found_type text;
+  found_cost integer;
+  organization_plan text;
+begin
+  if look_up_feature.feature is null or length(btrim(look_up_feature.feature)) = 0 then
+    perform ai_tokens_internal.refuse(400, 'invalid_request', 'feature is required',
+      jsonb_build_object('field', 'feature'));
+  end if;
+  select f.token_type, f.cost into found_type, found_cost
+  from public.ai_features f where f.feature = look_up_feature.feature;
+  if found_type is null then
+    perform ai_tokens_internal.refuse(404, 'unknown_feature', 'Unknown feature',
+      jsonb_build_object('feature', left(look_up_feature.feature, 100)));
+  end if;
+  organization_plan := ai_tokens_internal.organization_plan(look_up_feature.organization_id);
+  return query select found_type, found_cost, organization_plan,
+    exists (select 1 from public.ai_plan_allocations a
+            where a.plan = organization_plan and a.token_type = found_type),
+    exists (select 1 from public.ai_plans p where p.plan = organization_plan);
+end
+$$;
+revoke all on function ai_tokens_internal.look_up_feature(text, uuid) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.look_up_feature(text, uuid) to service_role;
