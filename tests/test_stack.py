@@ -98,6 +98,35 @@ def test_private_stack_serves_the_api(private_stack: dict[str, str]) -> None:
         assert admin.stats("00000000-0000-4000-b000-00000000ac3e").plan == "pro"
 
 
+def test_reset_starts_a_fresh_database_with_the_same_keys(private_stack: dict[str, str]) -> None:
+    from tokens_client import TokensAdmin
+
+    before = json.loads(_tokens(private_stack, "stack", "status", "--json").stdout)
+    with TokensAdmin(before["api_url"], before["service_role_key"]) as admin:
+        admin.create_organization("Made before the reset", "pro")
+    reset = _tokens(private_stack, "stack", "reset", "--json")
+    assert reset.returncode == 0, reset.stderr
+    after = json.loads(reset.stdout)
+    assert all(after["components"].values())
+    assert (after["jwt_secret"], after["anon_key"]) == (before["jwt_secret"], before["anon_key"])
+    with TokensAdmin(after["api_url"], after["service_role_key"]) as admin:
+        names = {org.name for org in admin.organizations()}
+    assert "Made before the reset" not in names
+    assert {"Acme", "Tinkerers"} <= names, "bootstrap, migrations and seed ran again"
+
+
+def test_a_database_from_before_supabase_admin_is_refused(private_stack: dict[str, str]) -> None:
+    old = Path(private_stack["TOKENS_STACK_DIR"]).parent / "old"
+    (old / "db").mkdir(parents=True)
+    (old / "db" / "PG_VERSION").write_text("15\n")
+    (old / "state.json").write_text("{}")
+    result = _tokens({**private_stack, "TOKENS_STACK_DIR": str(old)}, "stack", "up")
+    assert result.returncode != 0
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1
+    assert "tokens stack reset" in message
+
+
 def test_crashed_component_is_reported_and_restarted(private_stack: dict[str, str]) -> None:
     stack_dir = Path(private_stack["TOKENS_STACK_DIR"])
     pid = int((stack_dir / "run" / "postgrest.pid").read_text())

@@ -189,6 +189,18 @@ def stack_down(as_json: JsonOption = False) -> None:
     console.print("Local stack stopped.")
 
 
+@stack_app.command("reset")
+def stack_reset(as_json: JsonOption = False) -> None:
+    """Stop, delete the database and start a fresh one (bootstrap, migrations, seed)."""
+    try:
+        status = Stack().reset()
+    except StackError as error:
+        raise fail(str(error)) from None
+    if not as_json:
+        console.print("[green]Local stack reset to a fresh database and running.[/]")
+    _print_status(status, as_json)
+
+
 @stack_app.command("status")
 def stack_status(as_json: JsonOption = False) -> None:
     """Print URLs and keys, like `supabase status`; exit 1 when something is down."""

@@ -96,7 +96,10 @@ class TestUser:
 
 
 class Database:
-    """A superuser SQL connection for fixtures and time travel (never for the API)."""
+    """A SQL connection as ``postgres`` for fixtures and time travel (never for the API).
+
+    ``postgres`` is not a superuser, as on a hosted project: it owns our tables and may
+    write auth.users, but not create extensions or change other roles' objects."""
 
     def __init__(self, db_url: str) -> None:
         import psycopg
@@ -126,7 +129,7 @@ def stack_env() -> StackEnv:
 
 @pytest.fixture(scope="session")
 def db(stack_env: StackEnv) -> Iterator[Database]:
-    """A superuser connection for creating auth users and moving time."""
+    """A connection as ``postgres`` for creating auth users and moving time."""
     database = Database(stack_env.db_url)
     yield database
     database.close()

