@@ -16,7 +16,6 @@ service role.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -28,6 +27,7 @@ from uuid import UUID
 from rich.console import RenderableType
 
 from tokens_client._admin import TokensAdmin
+from tokens_client._browser import browser_session, storage_key
 from tokens_client._client import TokensClient
 from tokens_client._dashboard import jsonable, stats_dashboard
 from tokens_client._errors import FeatureNotInPlan, NotAMember
@@ -67,23 +67,13 @@ class DemoUser:
 
     def browser_session(self, jwt_secret: str, expires_in: int) -> dict[str, Any]:
         """This user signed in, as supabase-js keeps a session in the browser's storage."""
-        now = int(time.time())
-        return {
-            "access_token": self.token(jwt_secret, expires_in),
-            "token_type": "bearer",
-            "expires_in": expires_in,
-            "expires_at": now + expires_in,
-            # no Auth server runs locally: the session lasts as long as its access token
-            "refresh_token": f"local-{self.name.lower()}",
-            "user": {
-                "id": str(self.id),
-                "aud": "authenticated",
-                "role": "authenticated",
-                "email": self.email,
-                "app_metadata": {"provider": "email"},
-                "user_metadata": {"full_name": self.full_name},
-            },
-        }
+        return browser_session(
+            self.token(jwt_secret, expires_in),
+            user_id=str(self.id),
+            email=self.email,
+            expires_in=expires_in,
+            full_name=self.full_name,
+        )
 
 
 ALICE = DemoUser(
@@ -120,11 +110,10 @@ def write_dashboard_sessions(stack: Stack, status: StackStatus) -> str:
     local gateway serves, at ``/dashboard/dev-session.json``: development only, never in
     ``web/dist`` or the wheel. ``<url>?as=alice`` then shows Acme as Alice sees it.
     """
-    host = status.api_url.split("://", 1)[-1].split(":", 1)[0]
     sessions = {
         "supabase_url": status.api_url,
         "anon_key": status.anon_key,
-        "storage_key": f"sb-{host.split('.')[0]}-auth-token",
+        "storage_key": storage_key(status.api_url),
         "users": [
             {
                 "name": user.name,

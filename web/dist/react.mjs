@@ -230,7 +230,7 @@ function upgradeView(plan, upgradeUrl) {
   return `
     <section class="upgrade" aria-labelledby="upgrade-title">
       <h3 id="upgrade-title">AI features are not included in your ${plan ? `${escape(humanize(plan))} ` : ""}plan</h3>
-      <p>Upgrade to get a monthly allowance of AI tokens for goals, quests, leads, forecasts and the assistant.</p>
+      <p>Upgrade your plan to get a monthly allowance of AI tokens for its AI features.</p>
       ${action}
     </section>`;
 }

@@ -110,7 +110,7 @@ td.share svg { height: 8px; }
     ${Fa(t)}`}function Pa(t,e){let r=e?`<a class="button" href="${O(e)}">See plans and upgrade</a>`:'<button type="button" class="button" data-action="upgrade">See plans and upgrade</button>';return`
     <section class="upgrade" aria-labelledby="upgrade-title">
       <h3 id="upgrade-title">AI features are not included in your ${t?`${O(oe(t))} `:""}plan</h3>
-      <p>Upgrade to get a monthly allowance of AI tokens for goals, quests, leads, forecasts and the assistant.</p>
+      <p>Upgrade your plan to get a monthly allowance of AI tokens for its AI features.</p>
       ${r}
     </section>`}function Ia(t){let e=t.filter(s=>s.low);return e.length===0?"":`
     <div class="warning" role="alert">

@@ -76,7 +76,7 @@ function upgradeView(plan: string | null, upgradeUrl: string | null): string {
       <h3 id="upgrade-title">AI features are not included in your ${
         plan ? `${escape(humanize(plan))} ` : ""
       }plan</h3>
-      <p>Upgrade to get a monthly allowance of AI tokens for goals, quests, leads, forecasts and the assistant.</p>
+      <p>Upgrade your plan to get a monthly allowance of AI tokens for its AI features.</p>
       ${action}
     </section>`;
 }
