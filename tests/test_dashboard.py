@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
 
 from tokens_client._browser import browser_session, storage_key
 from tokens_client.stack import Stack
@@ -69,6 +76,28 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
+@pytest.fixture(scope="module")
+def react_app(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """web/test/react-harness.tsx bundled (React in development mode, so it warns)."""
+    out = tmp_path_factory.mktemp("react") / "app.js"
+    subprocess.run(
+        [
+            str(PROJECT / "node_modules" / ".bin" / "esbuild"),
+            "web/test/react-harness.tsx",
+            "--bundle",
+            "--format=iife",
+            "--jsx=automatic",
+            '--define:process.env.NODE_ENV="development"',
+            f"--outfile={out}",
+            "--log-level=warning",
+        ],
+        cwd=PROJECT,
+        check=True,
+        timeout=120,
+    )
+    return out.read_text()
+
+
 @dataclass
 class Dashboard:
     """One page showing ``<token-dashboard>``; ``shot`` saves what it shows now."""
@@ -108,7 +137,11 @@ OpenDashboard = Callable[..., Dashboard]
 
 @pytest.fixture
 def open_dashboard(
-    browser: Browser, dashboard_url: str, stack_env: StackEnv, request: pytest.FixtureRequest
+    browser: Browser,
+    dashboard_url: str,
+    stack_env: StackEnv,
+    request: pytest.FixtureRequest,
+    react_app: str,
 ) -> Iterator[OpenDashboard]:
     """Open the page signed in as ``user`` (None: signed out) with the element's attributes."""
     opened: list[Dashboard] = []
@@ -122,6 +155,7 @@ def open_dashboard(
         supabase_url: str | None = None,
         before: Callable[[Page], None] | None = None,
         wait: str | None = None,
+        react: bool = False,
     ) -> Dashboard:
         context = browser.new_context(viewport={"width": 1024, "height": 900})
         contexts.append(context)
@@ -139,12 +173,13 @@ def open_dashboard(
             )
         page = context.new_page()
         dashboard = Dashboard(page, request.node.name)
-        page.on(
-            "console",
-            lambda message: (
-                dashboard.console_errors.append(message.text) if message.type == "error" else None
-            ),
-        )
+
+        def console(message: ConsoleMessage) -> None:
+            if message.type == "error":
+                where = message.location.get("url", "")
+                dashboard.console_errors.append(f"{message.text} ({where})")
+
+        page.on("console", console)
         page.on("pageerror", lambda error: dashboard.console_errors.append(f"pageerror: {error}"))
         if before is not None:
             before(page)
@@ -153,7 +188,26 @@ def open_dashboard(
             query["organization-id"] = str(organization_id)
         if plan is not None:
             query["plan"] = plan
-        page.goto(dashboard_url + "?" + urllib.parse.urlencode(query))
+        if react:
+            # the React app on a page of the same origin, as a Next.js page would be
+            # (a text page first, for the origin: its favicon is not the gateway's business)
+            page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+            page.goto(f"{stack_env.url}/health")
+            page.set_content(
+                '<!doctype html><html lang="en"><link rel="icon" href="data:,"><div id="root">'
+            )
+            page.evaluate(
+                "config => { window.harnessConfig = config; }",
+                {
+                    "supabaseUrl": query["supabase-url"],
+                    "anonKey": query["anon-key"],
+                    "organizationId": query.get("organization-id"),
+                    "plan": plan,
+                },
+            )
+            page.add_script_tag(content=react_app)
+        else:
+            page.goto(dashboard_url + "?" + urllib.parse.urlencode(query))
         if wait is not None:
             dashboard.wait_for(wait)
         opened.append(dashboard)
@@ -451,6 +505,37 @@ def test_owner_sees_every_member_and_alerts_a_member_only_their_own(
     expect(seen_by_member.card("general").locator(".balance")).to_have_text(
         str(result.remaining_balance)
     )
+
+
+# ---------------------------------------------------------------------------- React
+
+
+def test_the_react_wrapper_takes_the_guides_props_and_last_spend(
+    open_dashboard: OpenDashboard,
+    make_user: UserFactory,
+    pro_org: uuid.UUID,
+    starter_org: uuid.UUID,
+    db: Database,
+) -> None:
+    owner = make_user(pro_org, "owner")
+    app = open_dashboard(owner, organization_id=pro_org, plan="pro", react=True, wait="ready")
+    expect(app.page.locator("#react-state")).to_have_text("ready")
+    expect(app.element).to_have_class("in-react")
+    expect(app.card("goal_generation").locator(".count")).to_have_text("20 / 20")
+    spent = app.page.evaluate("window.harness.spend('generate_goal')")
+    assert spent["remaining_balance"] == 17
+    expect(app.page.locator(".notice")).to_have_text("Used 3 tokens for generate_goal · 17 left")
+    expect(app.card("goal_generation").locator(".count")).to_have_text("17 / 20")
+    assert balances(db, pro_org)["goal_generation"] == (17, 20)
+    app.shot("react")
+
+    starter = make_user(starter_org, "owner")
+    prompt = open_dashboard(
+        starter, organization_id=starter_org, plan="starter", react=True, wait="upgrade"
+    )
+    expect(prompt.page.locator("#react-state")).to_have_text("upgrade")
+    prompt.page.get_by_role("button", name="See plans and upgrade").click()
+    expect(prompt.page.locator("#react-upgrades")).to_have_text("1")
 
 
 # --------------------------------------------------------------------------- states
