@@ -254,9 +254,11 @@ def test_committed_build_equals_a_fresh_build(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    committed = sorted(p.name for p in (PROJECT / "web" / "dist").iterdir())
-    fresh = sorted(p.name for p in tmp_path.iterdir())
-    assert committed == fresh == ["react.mjs", "token-dashboard.js"]
+    dist = PROJECT / "web" / "dist"
+    committed = sorted(str(p.relative_to(dist)) for p in dist.rglob("*") if p.is_file())
+    fresh = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert committed == fresh
+    assert {"token-dashboard.js", "react.mjs", "react.d.mts", "types/react.d.ts"} <= set(fresh)
     for name in fresh:
         assert (PROJECT / "web" / "dist" / name).read_bytes() == (tmp_path / name).read_bytes(), (
             f"web/dist/{name} is stale: run `npm run build:web` and commit it"
@@ -265,7 +267,7 @@ def test_committed_build_equals_a_fresh_build(tmp_path: Path) -> None:
 
 def test_what_users_install_holds_no_development_session() -> None:
     """The shipped build and the Python package carry no JWT and no dev-session file."""
-    for path in (PROJECT / "web" / "dist").iterdir():
+    for path in (PROJECT / "web" / "dist").rglob("*.*"):
         text = path.read_text()
         assert "dev-session" not in text
         assert not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", text), f"a JWT in {path.name}"

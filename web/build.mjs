@@ -2,9 +2,12 @@
 //   token-dashboard.js  one file for a <script> tag: supabase-js included, registers <token-dashboard>
 //   react.mjs           ES module for React / Next.js apps: react and @supabase/supabase-js
 //                       stay imports of the app's own copies
+//   react.d.mts, types/ its TypeScript declarations (tsc, pinned too)
 // `node web/build.mjs [--outdir DIR]`; the same sources always give the same bytes (a test
 // rebuilds into a temporary folder and compares with the committed web/dist).
 import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -40,3 +43,20 @@ await build({
   platform: "neutral",
   external: ["react", "react/jsx-runtime", "@supabase/supabase-js"],
 });
+
+rmSync(join(outdir, "types"), { recursive: true, force: true });
+execFileSync(
+  process.execPath,
+  [
+    join(here, "..", "node_modules", "typescript", "bin", "tsc"),
+    "-p",
+    join(here, "tsconfig.types.json"),
+    "--outDir",
+    join(outdir, "types"),
+  ],
+  { stdio: "inherit" },
+);
+writeFileSync(
+  join(outdir, "react.d.mts"),
+  'export * from "./types/react.js";\nexport { default } from "./types/react.js";\n',
+);

@@ -8,7 +8,7 @@
  * Pass the app's own signed-in SupabaseClient as `client` (or `supabaseUrl` + `anonKey`).
  * After a deduction, pass what `deduct_tokens` returned as `lastSpend` to update it.
  */
-import { createElement, useEffect, useRef } from "react";
+import { createElement, type ReactElement, useEffect, useRef } from "react";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { defineTokenDashboard, TAG, type TokenDashboardElement } from "./element";
 import type { DashboardState, Deduction, TokenStats } from "./types";
@@ -29,7 +29,7 @@ export interface TokenDashboardProps {
   className?: string;
 }
 
-export function TokenDashboard(props: TokenDashboardProps) {
+export function TokenDashboard(props: TokenDashboardProps): ReactElement {
   const ref = useRef<TokenDashboardElement | null>(null);
   const { client, lastSpend, onStateChange, onUpgrade } = props;
 
