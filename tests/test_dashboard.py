@@ -495,6 +495,13 @@ def test_owner_sees_every_member_and_alerts_a_member_only_their_own(
     expect(page.locator("section.alerts")).to_have_count(0)
     seen_by_member.shot("member")
 
+    # another organization's deduction is not this dashboard's news
+    page.evaluate(
+        "detail => document.dispatchEvent(new CustomEvent('tokens-spent', { detail }))",
+        {"organization_id": str(uuid.uuid4()), "tokens_deducted": 5, "remaining_balance": 1},
+    )
+    # (dispatchEvent runs the listener before it returns: the notice would be set by now)
+    assert "Used 5 tokens" not in page.locator(".notice").inner_text()
     # the app tells the dashboard about a deduction made elsewhere (its backend)
     result = member.client().deduct_tokens("ask_assistant")
     page.evaluate(

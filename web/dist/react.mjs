@@ -488,6 +488,8 @@ var TokenDashboardElement = class extends Base {
    */
   spent(deduction) {
     if (!deduction) return;
+    const shown = this.#data?.organization.id;
+    if (shown && deduction.organization_id && deduction.organization_id !== shown) return;
     const remaining = deduction.remaining_balance ?? deduction.remainingBalance;
     const tokens = deduction.tokens_deducted ?? deduction.tokensDeducted;
     const parts = [];
@@ -593,7 +595,6 @@ var TokenDashboardElement = class extends Base {
     });
   }
   #show(state, html) {
-    const changed = this.getAttribute("state") !== state;
     this.#content.innerHTML = html;
     this.setAttribute("state", state);
     this.toggleAttribute("aria-busy", state === "loading");
@@ -602,7 +603,7 @@ var TokenDashboardElement = class extends Base {
         new CustomEvent("tokens-state", {
           bubbles: true,
           composed: true,
-          detail: { state, stats: this.#data?.stats ?? null, changed }
+          detail: { state, stats: this.#data?.stats ?? null }
         })
       );
     }

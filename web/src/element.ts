@@ -9,7 +9,7 @@
  * `tokens-upgrade`).
  *
  * Events in: `tokens-spent` on `document` (detail: what `deduct_tokens` returned), the
- * same as calling `spent(detail)`. Events out (bubbling, composed): `tokens-state`
+ * same as calling `spent(detail)`; a deduction of another organization is ignored. Events out (bubbling, composed): `tokens-state`
  * (detail `{state, stats}`) after every load, `tokens-upgrade` from the upgrade button.
  */
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
@@ -130,6 +130,8 @@ export class TokenDashboardElement extends Base {
    */
   spent(deduction: Deduction): void {
     if (!deduction) return;
+    const shown = this.#data?.organization.id;
+    if (shown && deduction.organization_id && deduction.organization_id !== shown) return;
     const remaining = deduction.remaining_balance ?? deduction.remainingBalance;
     const tokens = deduction.tokens_deducted ?? deduction.tokensDeducted;
     const parts: string[] = [];
@@ -239,7 +241,6 @@ export class TokenDashboardElement extends Base {
   }
 
   #show(state: DashboardState, html: string): void {
-    const changed = this.getAttribute("state") !== state;
     this.#content.innerHTML = html;
     this.setAttribute("state", state);
     this.toggleAttribute("aria-busy", state === "loading");
@@ -248,7 +249,7 @@ export class TokenDashboardElement extends Base {
         new CustomEvent("tokens-state", {
           bubbles: true,
           composed: true,
-          detail: { state, stats: this.#data?.stats ?? null, changed },
+          detail: { state, stats: this.#data?.stats ?? null },
         }),
       );
     }

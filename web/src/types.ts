@@ -59,6 +59,7 @@ export interface Deduction {
   token_type?: string;
   tokenType?: string;
   feature?: string;
+  organization_id?: string;
   message?: string;
 }
 

@@ -9,7 +9,7 @@
  * `tokens-upgrade`).
  *
  * Events in: `tokens-spent` on `document` (detail: what `deduct_tokens` returned), the
- * same as calling `spent(detail)`. Events out (bubbling, composed): `tokens-state`
+ * same as calling `spent(detail)`; a deduction of another organization is ignored. Events out (bubbling, composed): `tokens-state`
  * (detail `{state, stats}`) after every load, `tokens-upgrade` from the upgrade button.
  */
 import { type SupabaseClient } from "@supabase/supabase-js";

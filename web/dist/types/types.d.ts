@@ -54,6 +54,7 @@ export interface Deduction {
     token_type?: string;
     tokenType?: string;
     feature?: string;
+    organization_id?: string;
     message?: string;
 }
 /** Every state a person can meet, also reflected in the element's `state` attribute. */
