@@ -15,6 +15,7 @@ service role.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
@@ -26,11 +27,12 @@ from uuid import UUID
 from rich.console import RenderableType
 
 from tokens_client._admin import TokensAdmin
+from tokens_client._browser import browser_session, storage_key
 from tokens_client._client import TokensClient
 from tokens_client._dashboard import jsonable, stats_dashboard
 from tokens_client._errors import FeatureNotInPlan, NotAMember
 from tokens_client._models import Deduction, RateLimit, UsageEntry
-from tokens_client.stack import StackStatus, mint_jwt
+from tokens_client.stack import Stack, StackStatus, mint_jwt
 
 ACME = UUID("00000000-0000-4000-b000-00000000ac3e")
 TINKERERS = UUID("00000000-0000-4000-b000-0000000071e4")
@@ -38,6 +40,8 @@ COMPETITOR = "Globex"  # created on the first run: Acme's competitor, also on pr
 DEMO_RATE_LIMIT = 1000  # spends per user per minute in Acme; each run makes 2 per user
 QUEST_ESTIMATE = 10  # what Alice holds for her long quest
 QUEST_ACTUAL = 6  # what the model turns out to use
+DASHBOARD_SESSION_SECONDS = 12 * 3600  # how long the dashboard page's demo sign-ins last
+ORGANIZATION_NAMES = {ACME: "Acme", TINKERERS: "Tinkerers"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class DemoUser:
     role: str
     organization_id: UUID
 
-    def token(self, jwt_secret: str) -> str:
+    def token(self, jwt_secret: str, expires_in: int = 600) -> str:
         """The JWT Supabase Auth would issue this user."""
         claims = {
             "sub": str(self.id),
@@ -59,7 +63,17 @@ class DemoUser:
             "aud": "authenticated",
             "email": self.email,
         }
-        return mint_jwt(jwt_secret, claims, expires_in=600)
+        return mint_jwt(jwt_secret, claims, expires_in=expires_in)
+
+    def browser_session(self, jwt_secret: str, expires_in: int) -> dict[str, Any]:
+        """This user signed in, as supabase-js keeps a session in the browser's storage."""
+        return browser_session(
+            self.token(jwt_secret, expires_in),
+            user_id=str(self.id),
+            email=self.email,
+            expires_in=expires_in,
+            full_name=self.full_name,
+        )
 
 
 ALICE = DemoUser(
@@ -87,6 +101,36 @@ CAROL = DemoUser(
     TINKERERS,
 )
 USERS = (ALICE, BOB, CAROL)
+
+
+def write_dashboard_sessions(stack: Stack, status: StackStatus) -> str:
+    """Sign the demo's users in on the local stack's dashboard page; returns its URL.
+
+    Writes ``dev-session.json`` into the stack's own (git-ignored) folder, which only the
+    local gateway serves, at ``/dashboard/dev-session.json``: development only, never in
+    ``web/dist`` or the wheel. ``<url>?as=alice`` then shows Acme as Alice sees it.
+    """
+    sessions = {
+        "supabase_url": status.api_url,
+        "anon_key": status.anon_key,
+        "storage_key": storage_key(status.api_url),
+        "users": [
+            {
+                "name": user.name,
+                "full_name": user.full_name,
+                "role": user.role,
+                "organization_id": str(user.organization_id),
+                "organization": ORGANIZATION_NAMES[user.organization_id],
+                "session": user.browser_session(status.jwt_secret, DASHBOARD_SESSION_SECONDS),
+            }
+            for user in USERS
+        ],
+    }
+    stack.dashboard_dir.mkdir(parents=True, exist_ok=True)
+    path = stack.dashboard_dir / "dev-session.json"
+    path.write_text(json.dumps(sessions, indent=2))
+    path.chmod(0o600)
+    return f"{status.api_url}/dashboard/"
 
 
 @dataclass

@@ -41,7 +41,7 @@ from tokens_client._dashboard import (
     usage_entries_table,
     usage_table,
 )
-from tokens_client._demo import Demo, DemoStep
+from tokens_client._demo import USERS, Demo, DemoStep, write_dashboard_sessions
 from tokens_client._errors import (
     ConfigurationError,
     InvalidRequest,
@@ -907,10 +907,21 @@ def demo_command(as_json: JsonOption = False) -> None:
             if not as_json:
                 _print_step(step, steps[-1].section if steps else None)
             steps.append(step)
+        dashboard = write_dashboard_sessions(Stack(), status)
     unexpected = [step for step in steps if not step.expected]
     if as_json:
-        print_json({"api_url": status.api_url, "steps": [step.as_json() for step in steps]})
+        print_json(
+            {
+                "api_url": status.api_url,
+                "dashboard_url": dashboard,
+                "steps": [step.as_json() for step in steps],
+            }
+        )
     else:
+        console.print()
+        console.print(Text("The TokenDashboard in a browser (development-only sign-in)", "bold"))
+        for user in USERS:
+            console.print(f"  {user.name:<6} {dashboard}?as={user.name.lower()}", highlight=False)
         console.print()
         console.print("Run `tokens demo` again: it resets Acme first and tells the same story.")
     if unexpected:

@@ -169,6 +169,8 @@ class Stack:
         self.log_dir = self.dir / "logs"
         self.state_file = self.dir / "state.json"
         self.starter_sql = self.config.project_dir / "supabase" / "starter" / "guide_app.sql"
+        # development-only files the gateway serves under /dashboard/ (tokens demo's sessions)
+        self.dashboard_dir = self.dir / "dashboard"
         self.node_bin = self.config.project_dir / "node_modules" / ".bin"
 
     # ----------------------------------------------------------------- tools
@@ -705,6 +707,21 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Authorization $upstream_authorization;
       proxy_read_timeout 150s;
+    }}
+    location /dashboard/ {{
+      # The TokenDashboard page of the local stack: web/dev, the committed build and the
+      # demo's development-only sessions (never part of web/dist or the wheel).
+      alias {cfg.project_dir / "web" / "dev"}/;
+      index index.html;
+      types {{ text/html html; text/javascript js mjs; application/json json; }}
+      add_header Cache-Control "no-store" always;
+      add_header X-Content-Type-Options "nosniff" always;
+      location = /dashboard/token-dashboard.js {{
+        alias {cfg.project_dir / "web" / "dist" / "token-dashboard.js"};
+      }}
+      location = /dashboard/dev-session.json {{
+        alias {self.dashboard_dir / "dev-session.json"};
+      }}
     }}
     location = /health {{ return 200 "ok\\n"; }}
   }}

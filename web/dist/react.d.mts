@@ -1,0 +1,2 @@
+export * from "./types/react.js";
+export { default } from "./types/react.js";

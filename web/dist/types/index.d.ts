@@ -1,0 +1,2 @@
+export { defineTokenDashboard, TokenDashboardElement } from "./element";
+export type { DashboardState, Deduction, TokenStats, TokenTypeStats } from "./types";
