@@ -52,13 +52,12 @@ from tokens_client._errors import (
     OrganizationNotFound,
     TokensError,
 )
-from tokens_client._models import Organization, Plan, UsageGrouping
+from tokens_client._models import Organization, UsageGrouping
 from tokens_client.stack import Stack, StackError, StackStatus
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
-PLANS: tuple[Plan, ...] = ("starter", "pro", "enterprise")
 MODES = ("enforce", "monitor", "off", "inherit")
 
 EXIT_CODES = """Exit codes: 0 done; 1 refused or failed (a TokensError such as
@@ -94,7 +93,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 OrgArgument = Annotated[
     str, typer.Argument(metavar="ORG", help="Organization id, or its exact name.")
 ]
-PlanOption = Annotated[Plan, typer.Option("--plan", help="starter, pro or enterprise.")]
+PLAN_HELP = "A plan of the catalog (the server refuses an unknown one: invalid_plan)."
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -308,17 +307,17 @@ def org_list(as_json: JsonOption = False) -> None:
 def org_init(
     org: OrgArgument,
     plan: Annotated[
-        Plan | None, typer.Option("--plan", help="Move it to this plan first (default: keep).")
+        str | None, typer.Option("--plan", help="Move it to this plan first (default: keep).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create or reset an organization's tokens to its plan's allocation (initializeTokens)."""
     with service_role() as admin:
         if as_json:
-            print_json(admin.initialize_tokens(organization_id_of(admin, org), plan))
+            print_json(admin.initialize_tokens(organization_id_of(admin, org), plan=plan))
             return
         organization = find_organization(admin, org)
-        admin.initialize_tokens(organization.id, plan)
+        admin.initialize_tokens(organization.id, plan=plan)
         stats = admin.stats(organization.id)
     console.print(
         f"[green]✓[/] Tokens of {escape(organization.name)} reset to the {stats.plan} allocation",
@@ -330,12 +329,14 @@ def org_init(
 @org_app.command("create", epilog=EXIT_CODES_SHORT)
 def org_create(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The organization's name.")],
-    plan: PlanOption = "starter",
+    plan: Annotated[
+        str | None, typer.Option("--plan", help=f"{PLAN_HELP} Default: the table's default.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an organization on a plan and initialize its tokens."""
     with service_role() as admin:
-        organization = admin.create_organization(name, plan)
+        organization = admin.create_organization(name, plan=plan)
         balances = admin.initialize_tokens(organization.id)
         if as_json:
             print_json({"organization": organization, "balances": balances})
@@ -460,10 +461,10 @@ def usage_command(
         return
     with service_role() as admin:
         if as_json:
-            print_json(admin.usage_report(organization_id_of(admin, org), by, start))
+            print_json(admin.usage_report(organization_id_of(admin, org), by=by, since=start))
             return
         organization = find_organization(admin, org)
-        rows = admin.usage_report(organization.id, by, start)
+        rows = admin.usage_report(organization.id, by=by, since=start)
     title = f"Usage of {organization.name} by {by}, {_period(start, since)}"
     console.print(usage_table(rows, by, title))
 
@@ -491,7 +492,7 @@ def _newest_rows(
 def _usage_entries(org: str, start: datetime | None, since: str, limit: int, as_json: bool) -> None:
     _newest_rows(
         org,
-        lambda admin, organization_id: admin.usage(organization_id, start, limit),
+        lambda admin, organization_id: admin.usage(organization_id, since=start, limit=limit),
         usage_entries_table,
         f"Usage entries of {{name}}, {_period(start, since)}",
         limit,
@@ -521,7 +522,7 @@ def alerts_command(
         raise fail(f"--limit must be between 1 and {MAX_ROWS}, not {limit}", code=2)
     _newest_rows(
         org,
-        lambda admin, organization_id: admin.alerts(organization_id, start, limit),
+        lambda admin, organization_id: admin.alerts(organization_id, since=start, limit=limit),
         alerts_table,
         f"Alerts of {{name}}, {_period(start, since)}",
         limit,
@@ -565,8 +566,8 @@ def grant_command(
         organization = find_organization(admin, org)
         grant = admin.grant_tokens(
             organization.id,
-            token_type,
-            tokens,
+            token_type=token_type,
+            amount=tokens,
             expires_at=expires_at,
             reason=reason,
             external_id=external_id,
@@ -601,7 +602,7 @@ def grant_command(
 @app.command("plan", epilog=EXIT_CODES_SHORT)
 def plan_command(
     org: OrgArgument,
-    plan: Annotated[str, typer.Argument(metavar="PLAN", help="starter, pro or enterprise.")],
+    plan: Annotated[str, typer.Argument(metavar="PLAN", help=PLAN_HELP)],
     event_id: Annotated[
         str | None,
         typer.Option(
@@ -613,10 +614,9 @@ def plan_command(
     """Move to another plan now: upgrades add the difference, downgrades cap the allowance
     (purchased tokens are kept). Prints each token type's allocation and balance change.
     """
-    new_plan = one_of(plan, PLANS, "PLAN")
     with service_role() as admin:
         organization = find_organization(admin, org)
-        change = admin.set_organization_plan(organization.id, new_plan, event_id)
+        change = admin.set_organization_plan(organization.id, plan=plan, event_id=event_id)
     if as_json:
         print_json(change)
         return
@@ -670,7 +670,9 @@ def mode_command(
         raise fail("inherit needs an ORG: the global default has nothing to inherit", code=2)
     with service_role() as admin:
         organization = find_organization(admin, org) if org is not None else None
-        change = admin.set_enforcement_mode(mode, organization.id if organization else None)
+        change = admin.set_enforcement_mode(
+            mode, organization_id=organization.id if organization else None
+        )
     if as_json:
         print_json(change)
         return
@@ -738,7 +740,9 @@ def ledger_verify(
     """
     with service_role() as admin:
         organization = find_organization(admin, org) if org is not None else None
-        violations = admin.verify_token_ledger(organization.id if organization else None)
+        violations = admin.verify_token_ledger(
+            organization_id=organization.id if organization else None
+        )
         names: dict[Any, str] = {}
         if violations and not as_json:
             if organization is not None:
@@ -780,7 +784,7 @@ def refund_command(
     if as_uuid(usage_id) is None:
         raise fail(f"USAGE_ID must be a usage id (a UUID), not {usage_id!r}", code=2)
     with service_role() as admin:
-        refund = admin.refund_deduction(usage_id, reason)
+        refund = admin.refund_deduction(usage_id, reason=reason)
         if as_json:
             print_json(refund)
             return
