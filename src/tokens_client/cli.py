@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -35,6 +36,7 @@ from tokens_client._base import MAX_USAGE_ROWS as MAX_ROWS
 from tokens_client._dashboard import (
     alerts_table,
     day,
+    fit_to_width,
     jsonable,
     ledger_violations_table,
     moment,
@@ -52,6 +54,7 @@ from tokens_client._errors import (
     OrganizationNotFound,
     TokensError,
 )
+from tokens_client._functions import export_functions
 from tokens_client._models import Organization, UsageGrouping
 from tokens_client.stack import Stack, StackError, StackStatus
 
@@ -85,9 +88,46 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(org_app, name="org")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(migrations_app, name="migrations")
+functions_app = typer.Typer(
+    no_args_is_help=True, help="The Edge Functions shipped in this package, for your project."
+)
+app.add_typer(functions_app, name="functions")
 
-console = Console()
-err_console = Console(stderr=True)
+NARROW = 80  # below this many columns, tables drop their least useful columns
+PIPE_WIDTH = 10_000  # not a terminal: never wrap or truncate
+
+
+class CliConsole(Console):
+    """rich's Console, made for pipes as well as terminals.
+
+    Not a terminal: lines as wide as they are (no truncation at 80 columns) and no
+    trailing padding. A terminal narrower than 80 columns: tables drop columns.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if not self.is_terminal:
+            return ConsoleDimensions(PIPE_WIDTH, super().size.height)
+        return super().size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        if self.is_terminal and self.width < NARROW:
+            objects = tuple(fit_to_width(item, self, self.width) for item in objects)
+        super().print(*objects, **options)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        text = super()._render_buffer(buffer)
+        if self.is_terminal:
+            return text
+        return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 OrgArgument = Annotated[
@@ -275,7 +315,7 @@ def find_organization(admin: TokensAdmin, ref: str) -> Organization:
     organization_id = as_uuid(ref)
     if organization_id is not None:
         return admin.organization(organization_id)
-    named = [o for o in admin.organizations() if o.name.casefold() == ref.casefold()]
+    named = admin.organizations(name=ref)  # the server filters; nothing else is fetched
     if not named:
         raise OrganizationNotFound(f"No organization named {ref!r}", facts={"name": ref})
     if len(named) > 1:
@@ -534,9 +574,11 @@ def alerts_command(
 def grant_command(
     org: OrgArgument,
     token_type: Annotated[
-        str, typer.Argument(metavar="TOKEN_TYPE", help="e.g. general, goal_generation.")
+        str, typer.Option("--type", metavar="TOKEN_TYPE", help="e.g. general, goal_generation.")
     ],
-    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="Tokens to add (1 or more).")],
+    amount: Annotated[
+        str, typer.Option("--amount", metavar="N", help="Tokens to add (1 or more).")
+    ],
     expires: Annotated[
         str | None,
         typer.Option(
@@ -557,7 +599,7 @@ def grant_command(
     as_json: JsonOption = False,
 ) -> None:
     """Top up: add purchased tokens, kept over refreshes and spent after the allowance."""
-    tokens = whole_number(amount, "AMOUNT")
+    tokens = whole_number(amount, "--amount")
     try:
         expires_at = parse_expires(expires) if expires is not None else None
     except ValueError as error:
@@ -602,7 +644,7 @@ def grant_command(
 @app.command("plan", epilog=EXIT_CODES_SHORT)
 def plan_command(
     org: OrgArgument,
-    plan: Annotated[str, typer.Argument(metavar="PLAN", help=PLAN_HELP)],
+    plan: Annotated[str, typer.Option("--plan", metavar="PLAN", help=PLAN_HELP)],
     event_id: Annotated[
         str | None,
         typer.Option(
@@ -654,8 +696,8 @@ def mode_command(
     ],
     org: Annotated[
         str | None,
-        typer.Argument(
-            metavar="ORG", help="Organization id or exact name; none: the global default."
+        typer.Option(
+            "--org", metavar="ORG", help="Organization id or exact name; none: the global default."
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -667,7 +709,7 @@ def mode_command(
     """
     mode = one_of(mode, MODES, "MODE")
     if mode == "inherit" and org is None:
-        raise fail("inherit needs an ORG: the global default has nothing to inherit", code=2)
+        raise fail("inherit needs an --org: the global default has nothing to inherit", code=2)
     with service_role() as admin:
         organization = find_organization(admin, org) if org is not None else None
         change = admin.set_enforcement_mode(
@@ -748,7 +790,8 @@ def ledger_verify(
             if organization is not None:
                 names = {organization.id: organization.name}
             else:
-                names = {o.id: o.name for o in admin.organizations()}
+                ids = {v.organization_id for v in violations if v.organization_id}
+                names = {i: admin.organization(i).name for i in ids}
     scope = f"{organization.name}'s ledger" if organization else "The ledger"
     if as_json:
         print_json(violations)
@@ -931,6 +974,28 @@ def migrations_export(
     )
 
 
+@functions_app.command("export", epilog=EXIT_CODES_SHORT)
+def functions_export(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Your project's supabase/functions directory.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the Edge Functions into DIR; identical files are skipped, different ones refused."""
+    with reported_errors():
+        written, skipped = export_functions(directory)
+    if as_json:
+        print_json({"directory": str(directory), "written": written, "skipped": skipped})
+        return
+    for name in written:
+        console.print(f"[green]wrote[/]   {escape(str(directory / name))}", highlight=False)
+    console.print(
+        f"{len(written)} written, {len(skipped)} already there. Deploy them with "
+        "`supabase functions deploy`.",
+        highlight=False,
+    )
+
+
 # ------------------------------------------------------------------------ demo
 
 
@@ -978,8 +1043,38 @@ def demo_command(as_json: JsonOption = False) -> None:
         raise fail(f"{len(unexpected)} step(s) did not go as the demo expected")
 
 
+class _QuietPipe:
+    """stdout that ends the program quietly (exit 0) when the reader went away
+    (``tokens … | head``), instead of click's "Broken pipe" and exit 1."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _gone(self) -> NoReturn:
+        # Python flushes stdout at exit: point it at /dev/null so that flush is quiet too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        raise SystemExit(0)
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._gone()
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Entry point of the ``tokens`` script."""
+    sys.stdout = _QuietPipe(sys.stdout)
     try:
         app()
     except KeyboardInterrupt:
