@@ -14,6 +14,7 @@ method builds a call there and runs it with its own (sync or async) I/O.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
@@ -97,9 +98,14 @@ def async_postgrest(url: str, key: str, timeout: float) -> AsyncPostgrestClient:
     )
 
 
-def _retrying(call: Call[Any], retries: int) -> dict[str, Any]:
+def _worth_retrying(call: Call[Any], retries: int, error: TokensError) -> bool:
+    return call.retryable and retries > 0 and should_retry(error)
+
+
+def _retrying(retries: int) -> dict[str, Any]:
+    """The retries after a failed first try: ``retries`` more, exponential backoff."""
     return {
-        "stop": stop_after_attempt(1 + (retries if call.retryable else 0)),
+        "stop": stop_after_attempt(retries),
         "wait": wait_exponential(multiplier=FIRST_RETRY_DELAY, max=MAX_RETRY_DELAY)
         + wait_random(0, FIRST_RETRY_DELAY),
         "retry": retry_if_exception(should_retry),
@@ -134,7 +140,13 @@ class SyncExecutor:
         return call.parse(response.data)
 
     def _execute(self, call: Call[T]) -> T:
-        for attempt in Retrying(**_retrying(call, self._retries)):
+        try:  # the first try outside tenacity: the common case pays nothing for retries
+            return self._send(call)
+        except TokensError as error:
+            if not _worth_retrying(call, self._retries, error):
+                raise
+        time.sleep(FIRST_RETRY_DELAY)
+        for attempt in Retrying(**_retrying(self._retries)):
             with attempt:
                 return self._send(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
@@ -171,7 +183,13 @@ class AsyncExecutor:
         return call.parse(response.data)
 
     async def _execute(self, call: Call[T]) -> T:
-        async for attempt in AsyncRetrying(**_retrying(call, self._retries)):
+        try:  # the first try outside tenacity: the common case pays nothing for retries
+            return await self._send(call)
+        except TokensError as error:
+            if not _worth_retrying(call, self._retries, error):
+                raise
+        await asyncio.sleep(FIRST_RETRY_DELAY)
+        async for attempt in AsyncRetrying(**_retrying(self._retries)):
             with attempt:
                 return await self._send(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
