@@ -81,3 +81,17 @@ def test_deduct_tokens_reads_one_way() -> None:
         name for name, p in signature.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
     ]
     assert keyword_only == ["quantity", "request_id", "organization_id"]
+
+
+def test_the_console_script_says_which_extra_is_missing() -> None:
+    import subprocess
+    import sys
+
+    hidden = (
+        "import sys; sys.modules['typer'] = None; from tokens_client.__main__ import main; main()"
+    )
+    result = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "tokens: the command line needs its extra: pip install 'tokens-client[cli]'"
+    ]

@@ -7,6 +7,7 @@ force-include); a checkout reads them from ``supabase/functions``. Dot files (a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,9 +51,19 @@ def shipped_functions() -> dict[str, bytes]:
 def export_functions(directory: Path) -> tuple[list[str], list[str]]:
     """Copy the functions into ``directory``: (written, skipped as identical).
 
-    Raises Conflict, writing nothing, when a file of the same path differs.
+    Raises Conflict (``function_conflict``), writing nothing, when a file differs.
     """
-    files = shipped_functions()
+    return export_files(shipped_functions(), directory, reason="function_conflict")
+
+
+def export_files(
+    files: Mapping[str, bytes], directory: Path, *, reason: str
+) -> tuple[list[str], list[str]]:
+    """Write ``files`` (relative path -> content) below ``directory``, never overwriting:
+    (written, skipped as identical). One policy for every file set the package ships.
+
+    Raises Conflict with ``reason``, writing nothing, when a file of the same path differs.
+    """
     conflicts = [
         name
         for name, content in files.items()
@@ -62,7 +73,7 @@ def export_functions(directory: Path) -> tuple[list[str], list[str]]:
         raise Conflict(
             f"{directory / conflicts[0]} exists and differs from tokens-client's; nothing "
             "was written (move it aside or export elsewhere)",
-            reason="function_conflict",
+            reason=reason,
             facts={"conflicts": conflicts},
         )
     written: list[str] = []
