@@ -95,3 +95,20 @@ def test_the_console_script_says_which_extra_is_missing() -> None:
     assert result.stderr.strip().splitlines() == [
         "tokens: the command line needs its extra: pip install 'tokens-client[cli]'"
     ]
+
+
+def test_no_plan_name_is_fixed_in_the_library_or_the_cli() -> None:
+    """Plans are rows: the server validates a plan (invalid_plan); code never lists them."""
+    from pathlib import Path
+
+    import tokens_client
+
+    package = Path(tokens_client.__file__).parent
+    # the demo tells the seed data's story and the fixtures create the seed's plans
+    story = {"_demo.py", "testing.py"}
+    for source in sorted(package.glob("*.py")):
+        if source.name in story:
+            continue
+        text = source.read_text()
+        for plan in ('"starter"', '"pro"', '"enterprise"'):
+            assert plan not in text, f"{source.name} names the plan {plan}"
