@@ -23,10 +23,10 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def prepare(admin: TokensAdmin, db: Database, budget: int) -> UUID:
-    org = admin.create_organization(f"bench-{int(time.time())}", "enterprise")
+    org = admin.create_organization(f"bench-{int(time.time())}", plan="enterprise")
     admin.initialize_tokens(org.id)
     # a load test is not a person: lift the per-user limit (5/min) for this organization
-    admin.set_rate_limit(1_000_000, 60, organization_id=org.id)
+    admin.set_rate_limit(max_requests=1_000_000, window_seconds=60, organization_id=org.id)
     db.execute(
         "update ai_tokens set balance = %s, total_allocated = %s "
         "where organization_id = %s and token_type = 'general'",

@@ -4,6 +4,7 @@ one error per command (one line on stderr, non-zero exit)."""
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
@@ -188,8 +189,8 @@ def test_stats_of_an_unknown_organization_is_one_line() -> None:
 def test_stats_shows_purchased_held_and_available(
     member: TestUser, pro_org: UUID, admin: TokensAdmin, db: Database
 ) -> None:
-    admin.grant_tokens(pro_org, "general", 40, reason="pack")
-    member.client().reserve_tokens("generate_quest", 5)
+    admin.grant_tokens(pro_org, token_type="general", amount=40, reason="pack")
+    member.client().reserve_tokens("generate_quest", estimate=5)
     stats = tokens_json("stats", str(pro_org))
     assert (stats["total_purchased"], stats["total_reserved"], stats["total_available"]) == (
         40,
@@ -229,11 +230,11 @@ def test_stats_without_purchases_or_holds_keeps_the_short_table(pro_org: UUID) -
 
 
 def test_stats_names_a_mode_other_than_enforce(pro_org: UUID, admin: TokensAdmin) -> None:
-    admin.set_enforcement_mode("monitor", pro_org)
+    admin.set_enforcement_mode("monitor", organization_id=pro_org)
     out = tokens("stats", str(pro_org)).stdout
     assert "pro plan · monitor mode" in out
     assert "Monitor mode: nothing is refused" in out
-    admin.set_enforcement_mode("off", pro_org)
+    admin.set_enforcement_mode("off", organization_id=pro_org)
     out = tokens("stats", str(pro_org)).stdout
     assert "pro plan · off mode" in out
     assert "Token checks are off" in out
@@ -452,7 +453,9 @@ def test_grant_json_matches_the_database(pro_org: UUID, db: Database) -> None:
     grant = tokens_json(
         "grant",
         str(pro_org),
+        "--type",
         "general",
+        "--amount",
         "40",
         "--expires",
         "30d",
@@ -487,7 +490,16 @@ def test_grant_json_matches_the_database(pro_org: UUID, db: Database) -> None:
 
 def test_grant_prints_and_replays_an_external_id(pro_org: UUID, db: Database) -> None:
     external_id = f"cs_{uuid.uuid4().hex}"
-    args = ("grant", str(pro_org), "goal_generation", "10", "--external-id", external_id)
+    args = (
+        "grant",
+        str(pro_org),
+        "--type",
+        "goal_generation",
+        "--amount",
+        "10",
+        "--external-id",
+        external_id,
+    )
     first = tokens(*args)
     assert first.exit_code == 0, first.output
     assert "✓ Granted 10 goal_generation tokens to Org " in first.stdout
@@ -502,27 +514,37 @@ def test_grant_prints_and_replays_an_external_id(pro_org: UUID, db: Database) ->
 
 
 def test_grant_until_an_iso_date(pro_org: UUID, db: Database) -> None:
-    grant = tokens_json("grant", str(pro_org), "forecast", "5", "--expires", "2099-01-01")
+    grant = tokens_json(
+        "grant", str(pro_org), "--type", "forecast", "--amount", "5", "--expires", "2099-01-01"
+    )
     assert grant["expires_at"] is not None
     assert grants_in_db(db, pro_org)[0][3] == datetime(2099, 1, 1, tzinfo=timezone.utc)
 
 
 def test_grant_errors_are_one_line_and_write_nothing(pro_org: UUID, db: Database) -> None:
     external_id = f"cs_{uuid.uuid4().hex}"
-    tokens_json("grant", str(pro_org), "general", "5", "--external-id", external_id)
+    tokens_json(
+        "grant", str(pro_org), "--type", "general", "--amount", "5", "--external-id", external_id
+    )
     before = balances_in_db(db, pro_org)
     for args, code, fragment in (
-        (("general", "0"), 1, "invalid_amount"),
-        (("no_such_type", "5"), 1, "unknown_token_type"),
-        (("general", "5", "--expires", "2020-01-01"), 1, "invalid_request"),
-        (("general", "5", "--expires", "soon"), 2, "--expires"),
-        (("general", "6", "--external-id", external_id), 1, "idempotency_conflict"),
-        (("general", "10k"), 2, "AMOUNT must be a whole number"),
+        (("--type", "general", "--amount", "0"), 1, "invalid_amount"),
+        (("--type", "no_such_type", "--amount", "5"), 1, "unknown_token_type"),
+        (("--type", "general", "--amount", "5", "--expires", "2020-01-01"), 1, "invalid_request"),
+        (("--type", "general", "--amount", "5", "--expires", "soon"), 2, "--expires"),
+        (
+            ("--type", "general", "--amount", "6", "--external-id", external_id),
+            1,
+            "idempotency_conflict",
+        ),
+        (("--type", "general", "--amount", "10k"), 2, "--amount must be a whole number"),
     ):
         assert_one_error_line(tokens("grant", str(pro_org), *args), code, fragment)
     assert balances_in_db(db, pro_org) == before
     assert len(grants_in_db(db, pro_org)) == 1
-    assert_one_error_line(tokens("grant", NOWHERE, "general", "5"), 1, "organization_not_found")
+    assert_one_error_line(
+        tokens("grant", NOWHERE, "--type", "general", "--amount", "5"), 1, "organization_not_found"
+    )
 
 
 def test_parse_expires() -> None:
@@ -544,7 +566,7 @@ def test_parse_expires() -> None:
 
 def test_plan_json_matches_the_database(member: TestUser, pro_org: UUID, db: Database) -> None:
     member.client().deduct_tokens("generate_goal")  # 17 of 20
-    change = tokens_json("plan", str(pro_org), "enterprise")
+    change = tokens_json("plan", str(pro_org), "--plan", "enterprise")
     assert (change["previous_plan"], change["plan"], change["replayed"]) == (
         "pro",
         "enterprise",
@@ -564,29 +586,32 @@ def test_plan_json_matches_the_database(member: TestUser, pro_org: UUID, db: Dat
 
 def test_plan_prints_the_changes_and_replays_an_event(pro_org: UUID, db: Database) -> None:
     event_id = f"evt_{uuid.uuid4().hex}"
-    result = tokens("plan", str(pro_org), "starter", "--event-id", event_id)
+    result = tokens("plan", str(pro_org), "--plan", "starter", "--event-id", event_id)
     assert result.exit_code == 0, result.output
     assert "moved from pro to starter" in result.stdout
     assert "20 → 0" in result.stdout
     assert "100 → 0" in result.stdout
     assert balances_in_db(db, pro_org)["strategy_analysis"] == 0
-    again = tokens("plan", str(pro_org), "starter", "--event-id", event_id)
+    again = tokens("plan", str(pro_org), "--plan", "starter", "--event-id", event_id)
     assert again.exit_code == 0, again.output
     assert f"Event {event_id} was already applied: nothing changed now" in again.stdout
-    assert tokens_json("plan", str(pro_org), "starter", "--event-id", event_id)["replayed"]
+    assert tokens_json("plan", str(pro_org), "--plan", "starter", "--event-id", event_id)[
+        "replayed"
+    ]
     assert_one_error_line(
-        tokens("plan", str(pro_org), "pro", "--event-id", event_id), 1, "idempotency_conflict"
+        tokens("plan", str(pro_org), "--plan", "pro", "--event-id", event_id),
+        1,
+        "idempotency_conflict",
     )
     assert db.value("select plan from organizations where id = %s", (pro_org,)) == "starter"
-    same = tokens("plan", str(pro_org), "starter")
+    same = tokens("plan", str(pro_org), "--plan", "starter")
     assert "stays on starter" in same.stdout
 
 
 def test_plan_errors_are_one_line(pro_org: UUID, db: Database) -> None:
-    assert_one_error_line(tokens("plan", NOWHERE, "pro"), 1, "organization_not_found")
-    assert_one_error_line(
-        tokens("plan", str(pro_org), "gold"), 2, "PLAN must be one of starter, pro, enterprise"
-    )
+    assert_one_error_line(tokens("plan", NOWHERE, "--plan", "pro"), 1, "organization_not_found")
+    # plans are data: the server refuses an unknown one
+    assert_one_error_line(tokens("plan", str(pro_org), "--plan", "gold"), 1, "invalid_plan")
     assert db.value("select plan from organizations where id = %s", (pro_org,)) == "pro"
 
 
@@ -603,7 +628,7 @@ def own_mode(db: Database, organization_id: UUID | None) -> str | None:
 
 
 def test_mode_of_an_organization_and_inherit(pro_org: UUID, member: TestUser, db: Database) -> None:
-    change = tokens_json("mode", "monitor", str(pro_org))
+    change = tokens_json("mode", "monitor", "--org", str(pro_org))
     assert change == {
         "organization_id": str(pro_org),
         "mode": "monitor",
@@ -614,16 +639,16 @@ def test_mode_of_an_organization_and_inherit(pro_org: UUID, member: TestUser, db
     assert member.client().deduct_tokens("generate_goal").enforcement == "monitor"
     assert tokens_json("stats", str(pro_org))["enforcement"] == "monitor"
 
-    off = tokens("mode", "off", str(pro_org))
+    off = tokens("mode", "off", "--org", str(pro_org))
     assert off.exit_code == 0, off.output
     assert "off (was monitor): nothing is checked or charged" in off.stdout
     assert own_mode(db, pro_org) == "off"
 
-    back = tokens("mode", "inherit", str(pro_org))
+    back = tokens("mode", "inherit", "--org", str(pro_org))
     assert back.exit_code == 0, back.output
     assert "follows the global default again" in back.stdout
     assert own_mode(db, pro_org) is None
-    assert tokens_json("mode", "inherit", str(pro_org))["overridden"] is False
+    assert tokens_json("mode", "inherit", "--org", str(pro_org))["overridden"] is False
 
 
 def test_mode_without_org_sets_the_global_default(db: Database) -> None:
@@ -644,11 +669,11 @@ def test_mode_without_org_sets_the_global_default(db: Database) -> None:
 
 
 def test_mode_errors_are_one_line() -> None:
-    assert_one_error_line(tokens("mode", "inherit"), 2, "inherit needs an ORG")
+    assert_one_error_line(tokens("mode", "inherit"), 2, "inherit needs an --org")
     assert_one_error_line(
         tokens("mode", "strict"), 2, "MODE must be one of enforce, monitor, off, inherit"
     )
-    assert_one_error_line(tokens("mode", "monitor", NOWHERE), 1, "organization_not_found")
+    assert_one_error_line(tokens("mode", "monitor", "--org", NOWHERE), 1, "organization_not_found")
 
 
 # ------------------------------------------------------------------- refresh
@@ -872,3 +897,46 @@ def test_stack_env_outside_a_project_is_one_line(
     monkeypatch.chdir(tmp_path)
     result = tokens("stack", "env", env={"TOKENS_STACK_DIR": None})
     assert_one_error_line(result, 1, "supabase/migrations")
+
+
+# ------------------------------------------------------------ pipes and widths
+
+
+def test_a_closed_pipe_ends_quietly_with_exit_0() -> None:
+    import subprocess
+
+    script = Path(sys.executable).parent / "tokens"
+    process = subprocess.Popen(
+        [str(script), "migrations", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first line (`| head -0`)
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""
+
+
+def test_piped_output_is_neither_cut_nor_padded(make_org: Any) -> None:
+    name = "A very long organization name " * 4 + uuid.uuid4().hex
+    make_org("pro", name)
+    result = tokens("org", "list")
+    assert result.exit_code == 0, result.output
+    assert any(name in line for line in result.stdout.splitlines()), "not truncated at 80"
+    assert all(line == line.rstrip() for line in result.stdout.splitlines()), "no padding"
+
+
+def test_narrow_terminals_drop_columns(pro_org: UUID, admin: TokensAdmin) -> None:
+    from tokens_client._dashboard import stats_dashboard
+    from tokens_client.cli import CliConsole
+
+    stats = admin.stats(pro_org)
+    wide = CliConsole(force_terminal=True, width=120, height=40, record=True)
+    wide.print(stats_dashboard(stats, "Wide"))
+    narrow = CliConsole(force_terminal=True, width=50, height=40, record=True)
+    narrow.print(stats_dashboard(stats, "Narrow"))
+    assert "Refreshes" in wide.export_text()
+    text = narrow.export_text()
+    assert "Refreshes" not in text
+    assert "█" not in text, "the bar goes first"
+    assert "Balance" in text
+    assert all(len(line) <= 50 for line in text.splitlines())

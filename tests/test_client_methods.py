@@ -74,7 +74,7 @@ async def test_async_methods(member: TestUser, pro_org: UUID) -> None:
         assert (await client.deduct_tokens("forecast_revenue", request_id="async-1")).replayed
         usage = await client.usage(limit=10)
         assert [u.request_id for u in usage] == ["async-1"]
-        stats = await client.stats(pro_org)
+        stats = await client.stats(organization_id=pro_org)
         assert stats.for_type("forecast").balance == 25
 
 
@@ -96,7 +96,7 @@ def test_from_supabase_and_from_env(
 
 
 def test_admin_methods(admin: TokensAdmin, make_user: UserFactory, db: Database) -> None:
-    org = admin.create_organization("Report Co", "pro")
+    org = admin.create_organization("Report Co", plan="pro")
     assert org.plan == "pro"
     assert admin.initialize_tokens(org.id) != []
     alice = make_user(org.id, "owner", full_name="Alice Report")
@@ -105,7 +105,7 @@ def test_admin_methods(admin: TokensAdmin, make_user: UserFactory, db: Database)
     alice.client().deduct_tokens("ask_assistant")
     bob.client().deduct_tokens("generate_goal")
 
-    by_feature = {r.key: (r.uses, r.tokens) for r in admin.usage_report(org.id, "feature")}
+    by_feature = {r.key: (r.uses, r.tokens) for r in admin.usage_report(org.id, by="feature")}
     assert by_feature == {"generate_goal": (2, 6), "ask_assistant": (1, 1)}
     by_user = {r.label: (r.uses, r.tokens) for r in admin.usage_report(org.id, by="user")}
     assert by_user == {"Alice Report": (2, 4), "Bob Report": (1, 3)}
@@ -115,15 +115,15 @@ def test_admin_methods(admin: TokensAdmin, make_user: UserFactory, db: Database)
     assert admin.usage_report(org.id, since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
 
     assert len(admin.usage(org.id)) == 3
-    assert len(admin.balances(org.id)) == 5
+    assert len(admin.balances(organization_id=org.id)) == 5
     assert org.id in {o.id for o in admin.organizations()}
 
-    reset = admin.initialize_tokens(org.id, "enterprise")
+    reset = admin.initialize_tokens(org.id, plan="enterprise")
     assert {b.token_type: b.balance for b in reset}["goal_generation"] == 200
     assert admin.stats(org.id).plan == "enterprise"
 
     carol = make_user(None)
-    member = admin.add_member(org.id, carol.id, "admin", "Carol")
+    member = admin.add_member(org.id, user_id=carol.id, role="admin", full_name="Carol")
     assert (member.organization_id, member.role) == (org.id, "admin")
 
 
@@ -140,18 +140,18 @@ def test_member_report_shows_only_their_usage_admin_the_organization(
 
 async def test_async_admin_methods(stack_env: StackEnv, make_user: UserFactory) -> None:
     async with AsyncTokensAdmin(stack_env.url, stack_env.service_role_key) as admin:
-        org = await admin.create_organization("Async Co", "enterprise")
+        org = await admin.create_organization("Async Co", plan="enterprise")
         balances = await admin.initialize_tokens(org.id)
         assert sum(b.balance for b in balances) == 2500
         user = make_user(org.id, "member")
         await user.async_client().deduct_tokens("generate_leads")
         assert (await admin.stats(org.id)).total_used == 5
         assert len(await admin.usage(org.id)) == 1
-        assert len(await admin.balances(org.id)) == 5
+        assert len(await admin.balances(organization_id=org.id)) == 5
         assert [r.key for r in await admin.usage_report(org.id)] == ["generate_leads"]
         assert org.id in {o.id for o in await admin.organizations()}
         other = make_user(None)
-        assert (await admin.add_member(org.id, other.id)).role == "member"
+        assert (await admin.add_member(org.id, user_id=other.id)).role == "member"
 
 
 def test_settings_from_a_dotenv_file(
@@ -183,7 +183,7 @@ def test_publishable_key_with_the_local_gateway(member: TestUser, stack_env: Sta
     status = Stack().status()
     if not status.running or status.api_url != stack_env.url:
         pytest.skip("the sb_ keys tested here are those of our local stack")
-    client = TokensClient(stack_env.url, status.publishable_key, member.access_token)
+    client = TokensClient(stack_env.url, status.publishable_key, access_token=member.access_token)
     assert client.deduct_tokens("ask_assistant").remaining_balance == 49
     admin = TokensAdmin(stack_env.url, status.secret_key)
     assert admin.stats(member.organization_id).total_used == 1

@@ -337,8 +337,8 @@ def test_held_and_purchased_tokens_are_shown(
     open_dashboard: OpenDashboard, make_user: UserFactory, pro_org: uuid.UUID, admin: Any
 ) -> None:
     owner = make_user(pro_org, "owner")
-    admin.grant_tokens(pro_org, "general", 25, reason="a token pack")
-    hold = owner.client().reserve_tokens("ask_assistant", 4)
+    admin.grant_tokens(pro_org, token_type="general", amount=25, reason="a token pack")
+    hold = owner.client().reserve_tokens("ask_assistant", estimate=4)
     dashboard = open_dashboard(owner, organization_id=pro_org, wait="ready")
     general = dashboard.card("general")
     expect(general.locator(".purchased")).to_have_text("25")

@@ -93,9 +93,11 @@ class TestRefusalsChangeNothing:
             member.client().deduct_tokens("generate_goal", organization_id=outsider.organization_id)
         assert (error.value.status, error.value.reason) == (403, "not_a_member")
         with pytest.raises(NotAMember):
-            member.client().stats(outsider.organization_id)
+            member.client().stats(organization_id=outsider.organization_id)
         with pytest.raises(NotAMember):
-            member.client().has_enough_tokens("generate_goal", outsider.organization_id)
+            member.client().has_enough_tokens(
+                "generate_goal", organization_id=outsider.organization_id
+            )
 
     def test_user_without_organization(self, make_user) -> None:  # type: ignore[no-untyped-def]
         loner = make_user(None)
@@ -110,7 +112,7 @@ class TestRefusalsChangeNothing:
 
     def test_expired_jwt(self, member: TestUser, stack_env: StackEnv) -> None:
         expired = member.token(expires_in=-60)
-        client = TokensClient(stack_env.url, stack_env.anon_key, expired)
+        client = TokensClient(stack_env.url, stack_env.anon_key, access_token=expired)
         with pytest.raises(Unauthenticated) as error:
             client.deduct_tokens("generate_goal")
         assert error.value.code == "PGRST301"
@@ -118,11 +120,13 @@ class TestRefusalsChangeNothing:
     def test_forged_jwt(self, member: TestUser, stack_env: StackEnv) -> None:
         forged = mint_jwt("not-the-secret-" * 4, {"sub": str(member.id), "role": "authenticated"})
         with pytest.raises(Unauthenticated):
-            TokensClient(stack_env.url, stack_env.anon_key, forged).deduct_tokens("generate_goal")
+            TokensClient(stack_env.url, stack_env.anon_key, access_token=forged).deduct_tokens(
+                "generate_goal"
+            )
 
     def test_garbage_jwt(self, stack_env: StackEnv) -> None:
         with pytest.raises(Unauthenticated):
-            TokensClient(stack_env.url, stack_env.anon_key, "abc.def.ghi").stats()
+            TokensClient(stack_env.url, stack_env.anon_key, access_token="abc.def.ghi").stats()
 
     def test_anonymous_caller(self, stack_env: StackEnv, pro_org: UUID) -> None:
         from supabase import create_client
@@ -151,7 +155,7 @@ class TestRefusalsChangeNothing:
 
     def test_admin_bad_plan(self, admin: TokensAdmin, pro_org: UUID) -> None:
         with pytest.raises(InvalidRequest) as error:
-            admin.initialize_tokens(pro_org, "platinum")  # type: ignore[arg-type]
+            admin.initialize_tokens(pro_org, plan="platinum")  # type: ignore[arg-type]
         assert error.value.reason == "invalid_plan"
 
 
@@ -183,7 +187,9 @@ def test_insufficient_tokens_carries_the_numbers(member: TestUser, db: Database)
 
 
 def test_network_failure_is_service_unavailable(member: TestUser, stack_env: StackEnv) -> None:
-    client = TokensClient("http://127.0.0.1:9", stack_env.anon_key, member.access_token)
+    client = TokensClient(
+        "http://127.0.0.1:9", stack_env.anon_key, access_token=member.access_token
+    )
     with pytest.raises(ServiceUnavailable):
         client.stats()
 
@@ -192,7 +198,9 @@ async def test_async_twin_maps_errors_too(member: TestUser, stack_env: StackEnv)
     async with member.async_client() as client:
         with pytest.raises(UnknownFeature):
             await client.deduct_tokens("summon_dragon")
-    unreachable = AsyncTokensClient("http://127.0.0.1:9", stack_env.anon_key, member.access_token)
+    unreachable = AsyncTokensClient(
+        "http://127.0.0.1:9", stack_env.anon_key, access_token=member.access_token
+    )
     with pytest.raises(ServiceUnavailable):
         await unreachable.stats()
 
@@ -202,14 +210,19 @@ class TestKeysCannotBeMixedUp:
         self, stack_env: StackEnv, member: TestUser
     ) -> None:
         with pytest.raises(ConfigurationError) as error:
-            TokensClient(stack_env.url, stack_env.service_role_key, member.access_token)
+            TokensClient(
+                stack_env.url, stack_env.service_role_key, access_token=member.access_token
+            )
         assert error.value.reason == "service_key_in_user_client"
         with pytest.raises(ConfigurationError):
-            TokensClient(stack_env.url, "sb_secret_abc", member.access_token)
+            TokensClient(stack_env.url, "sb_secret_abc", access_token=member.access_token)
 
-    def test_service_key_refused_as_access_token(self, stack_env: StackEnv) -> None:
-        with pytest.raises(ConfigurationError):
-            TokensClient(stack_env.url, stack_env.anon_key, stack_env.service_role_key)
+    def test_api_keys_refused_as_access_token(self, stack_env: StackEnv) -> None:
+        for key in (stack_env.service_role_key, stack_env.anon_key, "sb_publishable_x", ""):
+            with pytest.raises(Unauthenticated) as error:
+                TokensClient(stack_env.url, stack_env.anon_key, access_token=key)
+            assert error.value.status == 401
+            assert error.value.message == "Sign in to use AI features"
 
     def test_user_keys_refused_by_admin(self, stack_env: StackEnv, member: TestUser) -> None:
         for key in (stack_env.anon_key, member.access_token, "sb_publishable_abc"):

@@ -23,7 +23,7 @@ def test_verify_migration_snippets(db: Database) -> None:
 def test_manual_initialization_from_the_guide(
     admin: TokensAdmin, make_user: UserFactory, db: Database
 ) -> None:
-    org = admin.create_organization("Guide Manual Co", "pro").id
+    org = admin.create_organization("Guide Manual Co", plan="pro").id
     db.execute(
         """
         INSERT INTO ai_tokens (organization_id, token_type, balance, total_allocated, refresh_date)
@@ -36,7 +36,7 @@ def test_manual_initialization_from_the_guide(
         """,
         {"org": org},
     )
-    admin.set_rate_limit(1000, 60, organization_id=org)
+    admin.set_rate_limit(max_requests=1000, window_seconds=60, organization_id=org)
     user = make_user(org, "owner", full_name="Guide Owner")
     assert user.client().deduct_tokens("generate_goal").remaining_balance == 17
     # the guide's monitoring queries
@@ -58,7 +58,7 @@ def test_manual_initialization_from_the_guide(
     )
     assert per_user == [("Guide Owner", 1, 3)]
     # rows written by hand are journaled, so the ledger stays exact
-    assert admin.verify_token_ledger(org) == []
+    assert admin.verify_token_ledger(organization_id=org) == []
 
 
 def test_rollback_plan_set_all_balances_to_9999(
@@ -66,7 +66,7 @@ def test_rollback_plan_set_all_balances_to_9999(
 ) -> None:
     db.execute("UPDATE ai_tokens SET balance = 9999 WHERE organization_id = %s;", (pro_org,))
     assert member.client().stats().total_balance == 5 * 9999
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []
 
 
 def test_guide_indexes_exist_and_its_create_statements_still_run(db: Database) -> None:

@@ -57,7 +57,7 @@ def untracked_edit(db: Database, org: UUID, delta: int) -> None:
 def ledger_stays_exact(admin: TokensAdmin, pro_org: UUID):  # type: ignore[no-untyped-def]
     """After every scenario: balance = sum of the journal, for the organization under test."""
     yield
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []
 
 
 class TestLedger:
@@ -70,9 +70,9 @@ class TestLedger:
         db: Database,
     ) -> None:
         deduction = member.client().deduct_tokens("generate_goal")
-        org_admin.client().refund_deduction(deduction.usage_id, "model timed out")
-        admin.grant_tokens(pro_org, "goal_generation", 10, reason="pack")
-        admin.set_organization_plan(pro_org, "enterprise")
+        org_admin.client().refund_deduction(deduction.usage_id, reason="model timed out")
+        admin.grant_tokens(pro_org, token_type="goal_generation", amount=10, reason="pack")
+        admin.set_organization_plan(pro_org, plan="enterprise")
         kinds = journal_kinds(db, pro_org, "goal_generation")
         assert kinds == ["allocation", "deduction", "refund", "grant", "plan_change"]
         total = db.value(
@@ -98,12 +98,12 @@ class TestLedger:
     ) -> None:  # type: ignore[no-untyped-def]
         broken = make_org("pro")
         untracked_edit(db, broken, +1)
-        violations = admin.verify_token_ledger(broken)
+        violations = admin.verify_token_ledger(organization_id=broken)
         assert [(v.token_type, v.violation, v.expected, v.actual) for v in violations] == [
             ("forecast", "balance_mismatch", 30, 31)
         ]
         untracked_edit(db, broken, -1)
-        assert admin.verify_token_ledger(broken) == []
+        assert admin.verify_token_ledger(organization_id=broken) == []
 
 
 class TestMonthlyRefresh:
@@ -164,24 +164,24 @@ class TestPlanChanges:
     ) -> None:
         member.client().deduct_tokens("generate_goal")  # 17 of 20 left
         event = f"evt_{uuid4().hex}"  # Stripe event ids are global: one per test run
-        change = admin.set_organization_plan(pro_org, "enterprise", event_id=event)
+        change = admin.set_organization_plan(pro_org, plan="enterprise", event_id=event)
         goal = next(c for c in change.changes if c.token_type == "goal_generation")
         assert (goal.previous_balance, goal.balance, goal.allocation) == (17, 197, 200)
-        replay = admin.set_organization_plan(pro_org, "enterprise", event_id=event)
+        replay = admin.set_organization_plan(pro_org, plan="enterprise", event_id=event)
         assert replay.replayed
         assert member.client().stats().for_type("goal_generation").balance == 197
         with pytest.raises(IdempotencyConflict):
-            admin.set_organization_plan(pro_org, "starter", event_id=event)
+            admin.set_organization_plan(pro_org, plan="starter", event_id=event)
 
     def test_downgrade_caps_and_starter_refuses(
         self, member: TestUser, admin: TokensAdmin, pro_org: UUID
     ) -> None:
-        admin.set_organization_plan(pro_org, "enterprise")
-        admin.grant_tokens(pro_org, "general", 7)
-        admin.set_organization_plan(pro_org, "pro")
+        admin.set_organization_plan(pro_org, plan="enterprise")
+        admin.grant_tokens(pro_org, token_type="general", amount=7)
+        admin.set_organization_plan(pro_org, plan="pro")
         stats = member.client().stats()
         assert stats.for_type("general").balance == 50 + 7, "allowance capped, purchase kept"
-        admin.set_organization_plan(pro_org, "starter")
+        admin.set_organization_plan(pro_org, plan="starter")
         with pytest.raises(FeatureNotInPlan):
             member.client().deduct_tokens("ask_assistant")
         assert member.client().stats().for_type("general").balance == 7
@@ -193,11 +193,11 @@ class TestTopUps:
     ) -> None:
         checkout = f"cs_{uuid4().hex}"
         grant = admin.grant_tokens(
-            pro_org, "lead_generation", 12, reason="pack", external_id=checkout
+            pro_org, token_type="lead_generation", amount=12, reason="pack", external_id=checkout
         )
         assert (grant.balance, grant.purchased_balance) == (62, 12)
         again = admin.grant_tokens(
-            pro_org, "lead_generation", 12, reason="pack", external_id=checkout
+            pro_org, token_type="lead_generation", amount=12, reason="pack", external_id=checkout
         )
         assert again.replayed
         assert again.balance == 62
@@ -218,7 +218,7 @@ class TestTopUps:
         self, member: TestUser, admin: TokensAdmin, pro_org: UUID, db: Database
     ) -> None:
         expires = datetime.now(timezone.utc) + timedelta(days=30)
-        grant = admin.grant_tokens(pro_org, "forecast", 20, expires_at=expires)
+        grant = admin.grant_tokens(pro_org, token_type="forecast", amount=20, expires_at=expires)
         assert grant.expires_at == expires.replace(microsecond=grant.expires_at.microsecond)
         db.execute(
             "update ai_token_grants set expires_at = now() - interval '1 second' where id = %s",
@@ -230,11 +230,14 @@ class TestTopUps:
     def test_bad_amounts_are_refused(self, admin: TokensAdmin, pro_org: UUID) -> None:
         for amount in (0, -5, 2_000_000_000):
             with pytest.raises(InvalidRequest) as error:
-                admin.grant_tokens(pro_org, "general", amount)
+                admin.grant_tokens(pro_org, token_type="general", amount=amount)
             assert error.value.reason == "invalid_amount"
         with pytest.raises(InvalidRequest):
             admin.grant_tokens(
-                pro_org, "general", 5, expires_at=datetime.now(timezone.utc) - timedelta(days=1)
+                pro_org,
+                token_type="general",
+                amount=5,
+                expires_at=datetime.now(timezone.utc) - timedelta(days=1),
             )
 
 
@@ -248,12 +251,12 @@ class TestReservations:
             client.deduct_tokens("generate_goal")
         assert refused.value.facts["reserved"] == 15
         with pytest.raises(ReservationExceeded):
-            client.commit_reservation(hold.reservation_id, 16)
-        committed = client.commit_reservation(hold.reservation_id, 11)
+            client.commit_reservation(hold.reservation_id, actual=16)
+        committed = client.commit_reservation(hold.reservation_id, actual=11)
         assert (committed.status, committed.tokens_deducted) == ("committed", 11)
         assert committed.remaining_balance == balance(db, pro_org, "goal_generation") == 6
         with pytest.raises(ReservationNotActive) as twice:
-            client.commit_reservation(hold.reservation_id, 11)
+            client.commit_reservation(hold.reservation_id, actual=11)
         assert twice.value.reservation_status == "committed"
         usage = client.usage(limit=1)[0]
         assert (usage.reservation_id, usage.tokens_deducted) == (hold.reservation_id, 11)
@@ -263,10 +266,10 @@ class TestReservations:
     ) -> None:
         client = member.client()
         released = client.release_reservation(
-            client.reserve_tokens("generate_leads", 50).reservation_id
+            client.reserve_tokens("generate_leads", estimate=50).reservation_id
         )
         assert (released.released, released.available) == (50, 50)
-        expiring = client.reserve_tokens("generate_leads", 40, ttl_seconds=60)
+        expiring = client.reserve_tokens("generate_leads", estimate=40, ttl_seconds=60)
         assert client.has_enough_tokens("generate_leads")  # 10 left
         db.execute(
             "update ai_token_reservations set expires_at = now() - interval '1 second' "
@@ -275,7 +278,7 @@ class TestReservations:
         )
         assert client.stats().for_type("lead_generation").available == 50
         with pytest.raises(ReservationNotActive):
-            client.commit_reservation(expiring.reservation_id, 5)
+            client.commit_reservation(expiring.reservation_id, actual=5)
 
     def test_spend_commits_actual_or_releases_on_error(
         self, member: TestUser, pro_org: UUID, db: Database
@@ -309,8 +312,8 @@ class TestReservations:
 
     def test_reserve_is_idempotent_on_request_id(self, member: TestUser) -> None:
         client = member.client()
-        first = client.reserve_tokens("generate_quest", 4, request_id="hold-1")
-        again = client.reserve_tokens("generate_quest", 4, request_id="hold-1")
+        first = client.reserve_tokens("generate_quest", estimate=4, request_id="hold-1")
+        again = client.reserve_tokens("generate_quest", estimate=4, request_id="hold-1")
         assert again.replayed
         assert again.reservation_id == first.reservation_id
         assert client.stats().for_type("goal_generation").reserved == 4
@@ -324,7 +327,7 @@ class TestRefunds:
         with pytest.raises(PermissionDenied) as denied:
             member.client().refund_deduction(spent.usage_id)
         assert denied.value.reason == "admin_required"
-        refund = org_admin.client().refund_deduction(spent.usage_id, "model error")
+        refund = org_admin.client().refund_deduction(spent.usage_id, reason="model error")
         assert (refund.tokens_refunded, refund.remaining_balance) == (10, 100)
         with pytest.raises(AlreadyRefunded):
             org_admin.client().refund_deduction(spent.usage_id)
@@ -345,7 +348,7 @@ class TestEnforcementModes:
             "and token_type = 'goal_generation'",
             (pro_org,),
         )
-        change = admin.set_enforcement_mode("monitor", pro_org)
+        change = admin.set_enforcement_mode("monitor", organization_id=pro_org)
         assert (change.previous_mode, change.mode) == ("enforce", "monitor")
         result = member.client().deduct_tokens("generate_goal")
         assert (result.success, result.tokens_deducted, result.remaining_balance) == (True, 2, 0)
@@ -358,11 +361,11 @@ class TestEnforcementModes:
     def test_off_deducts_nothing(
         self, member: TestUser, admin: TokensAdmin, pro_org: UUID, db: Database
     ) -> None:
-        admin.set_enforcement_mode("off", pro_org)
+        admin.set_enforcement_mode("off", organization_id=pro_org)
         result = member.client().deduct_tokens("generate_goal")
         assert (result.success, result.tokens_deducted, result.enforcement) == (True, 0, "off")
         assert balance(db, pro_org, "goal_generation") == 20
-        admin.set_enforcement_mode("inherit", pro_org)
+        admin.set_enforcement_mode("inherit", organization_id=pro_org)
         assert member.client().deduct_tokens("generate_goal").tokens_deducted == 3
 
 

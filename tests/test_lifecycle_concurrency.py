@@ -82,7 +82,7 @@ def test_rate_limit_is_exact_under_32_parallel_calls_by_one_user(
         )
         == 500 - 5
     )
-    assert admin.verify_token_ledger(org) == []
+    assert admin.verify_token_ledger(organization_id=org) == []
     # another user of the same organization has a window of their own
     assert make_user(org, "member").client().deduct_tokens("ask_assistant").success
 
@@ -115,7 +115,7 @@ def test_refresh_happens_once_when_32_calls_race_the_boundary(
         )
         == 50 - 32
     )
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []
 
 
 def test_holds_never_overcommit(
@@ -123,7 +123,7 @@ def test_holds_never_overcommit(
 ) -> None:
     users = [make_user(pro_org, "member") for _ in range(20)]
     results = in_parallel(
-        [lambda u=u: u.client().reserve_tokens("generate_leads", 5) for u in users]
+        [lambda u=u: u.client().reserve_tokens("generate_leads", estimate=5) for u in users]
     )
     assert kinds(results) == {"Reservation": 10, "InsufficientTokens": 10}
     assert (
@@ -138,7 +138,7 @@ def test_holds_never_overcommit(
     holds = [(u, r) for u, r in zip(users, results, strict=True) if not isinstance(r, TokensError)]
     commits = in_parallel(
         [
-            lambda u=u, r=r: u.client().commit_reservation(r.reservation_id, 3)  # type: ignore[union-attr]
+            lambda u=u, r=r: u.client().commit_reservation(r.reservation_id, actual=3)  # type: ignore[union-attr]
             for u, r in holds
             for _ in range(3)
         ]
@@ -154,7 +154,7 @@ def test_holds_never_overcommit(
     )
     assert final == 50 - 10 * 3 - 5 * counted["Deduction"]
     assert final >= 0
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []
 
 
 def test_a_refund_applies_once(
@@ -163,14 +163,14 @@ def test_a_refund_applies_once(
     spent = member.client().deduct_tokens("analyze_strategy")
     results = in_parallel(
         [
-            lambda: org_admin.client().refund_deduction(spent.usage_id, "retry storm")
+            lambda: org_admin.client().refund_deduction(spent.usage_id, reason="retry storm")
             for _ in range(10)
         ]
     )
     assert kinds(results) == {"Refund": 1, "AlreadyRefunded": 9}
     assert all(isinstance(r, AlreadyRefunded) for r in results if not hasattr(r, "usage_id"))
     assert ledger_count(db, pro_org, "refund") == 1
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []
 
 
 def test_every_keyed_call_is_applied_once(
@@ -179,7 +179,9 @@ def test_every_keyed_call_is_applied_once(
     checkout, event, hold_key = (f"{p}_{uuid4().hex}" for p in ("cs", "evt", "hold"))
     grants = in_parallel(
         [
-            lambda: admin.grant_tokens(pro_org, "forecast", 25, external_id=checkout)
+            lambda: admin.grant_tokens(
+                pro_org, token_type="forecast", amount=25, external_id=checkout
+            )
             for _ in range(10)
         ]
     )
@@ -187,14 +189,16 @@ def test_every_keyed_call_is_applied_once(
     assert sum(1 for g in grants if not g.replayed) == 1  # type: ignore[union-attr]
     plans = in_parallel(
         [
-            lambda: admin.set_organization_plan(pro_org, "enterprise", event_id=event)
+            lambda: admin.set_organization_plan(pro_org, plan="enterprise", event_id=event)
             for _ in range(10)
         ]
     )
     assert sum(1 for p in plans if not p.replayed) == 1  # type: ignore[union-attr]
     holds = in_parallel(
         [
-            lambda: member.client().reserve_tokens("forecast_revenue", 7, request_id=hold_key)
+            lambda: member.client().reserve_tokens(
+                "forecast_revenue", estimate=7, request_id=hold_key
+            )
             for _ in range(10)
         ]
     )
@@ -202,14 +206,17 @@ def test_every_keyed_call_is_applied_once(
     forecast = member.client().stats().for_type("forecast")
     assert (forecast.balance, forecast.purchased_balance, forecast.reserved) == (325, 25, 7)
     assert ledger_count(db, pro_org, "grant") == 1
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []
 
 
 def test_an_expired_grant_expires_once_under_parallel_spending(
     make_user: UserFactory, pro_org: UUID, admin: TokensAdmin, db: Database
 ) -> None:
     grant = admin.grant_tokens(
-        pro_org, "general", 40, expires_at=datetime.now(timezone.utc) + timedelta(days=1)
+        pro_org,
+        token_type="general",
+        amount=40,
+        expires_at=datetime.now(timezone.utc) + timedelta(days=1),
     )
     db.execute(
         "update ai_token_grants set expires_at = now() - interval '1 second' where id = %s",
@@ -226,7 +233,7 @@ def test_an_expired_grant_expires_once_under_parallel_spending(
         )
         == 50 - 16
     )
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []
 
 
 @pytest.mark.parametrize("clients", [32])
@@ -259,4 +266,4 @@ def test_spend_down_with_holds_and_deductions_mixed(
     )
     assert 0 <= final < 4
     assert sum(results) == 20 - final  # type: ignore[arg-type]
-    assert admin.verify_token_ledger(pro_org) == []
+    assert admin.verify_token_ledger(organization_id=pro_org) == []

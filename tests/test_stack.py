@@ -103,7 +103,7 @@ def test_reset_starts_a_fresh_database_with_the_same_keys(private_stack: dict[st
 
     before = json.loads(_tokens(private_stack, "stack", "status", "--json").stdout)
     with TokensAdmin(before["api_url"], before["service_role_key"]) as admin:
-        admin.create_organization("Made before the reset", "pro")
+        admin.create_organization("Made before the reset", plan="pro")
     reset = _tokens(private_stack, "stack", "reset", "--json")
     assert reset.returncode == 0, reset.stderr
     after = json.loads(reset.stdout)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import pytest
-from app import ModelError, Quest, QuestWriter, app, get_settings, quest_writer, tokens_client
-from app import bearer as bearer_scheme
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials
+from app import ModelError, Quest, QuestWriter, app, get_settings, quest_writer
 from fastapi.testclient import TestClient
 
-from tokens_client import Settings, TokensClient
+from tokens_client import AsyncTokens
 from tokens_client.stack import mint_jwt
 
 if TYPE_CHECKING:
@@ -27,13 +24,15 @@ GOAL = {"goal": "Save 5,000 for a trip"}
 
 
 @pytest.fixture
-def api(stack_env: StackEnv) -> Iterator[TestClient]:
-    app.dependency_overrides[get_settings] = lambda: Settings(
-        url=stack_env.url, public_key=stack_env.anon_key, secret_key=None
-    )
-    with TestClient(app) as client:
+def api(stack_env: StackEnv, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("SUPABASE_URL", stack_env.url)
+    monkeypatch.setenv("SUPABASE_ANON_KEY", stack_env.anon_key)
+    monkeypatch.delenv("SUPABASE_PUBLISHABLE_KEY", raising=False)
+    get_settings.cache_clear()
+    with TestClient(app) as client:  # runs the lifespan: one pool for all requests
         yield client
     app.dependency_overrides.clear()
+    get_settings.cache_clear()
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -194,21 +193,24 @@ def test_bad_input_is_422_and_spends_nothing(
     assert goal_balance(db, member.organization_id) == 20
 
 
-def test_the_client_is_closed_after_the_request(api: TestClient, member: TestUser) -> None:
-    used: list[TokensClient] = []
-
-    def spy(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-        settings: Annotated[Settings, Depends(get_settings)],
-    ) -> Iterator[TokensClient]:
-        for client in tokens_client(credentials, settings):
-            used.append(client)
-            yield client
-
-    app.dependency_overrides[tokens_client] = spy
+def test_one_pool_for_every_request(api: TestClient, member: TestUser) -> None:
+    tokens = app.state.tokens
+    assert isinstance(tokens, AsyncTokens)
     assert generate(api, member).status_code == 200
-    assert len(used) == 1
-    assert used[0]._supabase.postgrest.session.is_closed
+    assert generate(api, member).status_code == 200
+    assert app.state.tokens is tokens, "the lifespan's pool serves every request"
+
+
+def test_a_replayed_key_is_answered_without_the_model(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    first = generate(api, member, **{"Idempotency-Key": "quest-replay"})
+    calls = QuestWriter.calls
+    again = generate(api, member, **{"Idempotency-Key": "quest-replay"})
+    assert again.status_code == 200
+    assert QuestWriter.calls == calls, "the model was not called for the replay"
+    assert again.json() == {**first.json(), "replayed": True}
+    assert log_rows(db, member.organization_id) == 1
 
 
 def test_rate_limited_is_429_with_retry_after(
@@ -283,15 +285,15 @@ class WatchedWriter(QuestWriter):
         self.organization_id = organization_id
         self.held_while_writing: int | None = None
 
-    def write(self, goal: str, max_steps: int) -> tuple[Quest, int]:
+    async def write(self, goal: str, max_steps: int) -> tuple[Quest, int]:
         self.held_while_writing = held(self.db, self.organization_id)
-        return super().write(goal, max_steps)
+        return await super().write(goal, max_steps)
 
 
 class TimedOutWriter(QuestWriter):
     """A model call that fails after the tokens were held."""
 
-    def write(self, goal: str, max_steps: int) -> tuple[Quest, int]:
+    async def write(self, goal: str, max_steps: int) -> tuple[Quest, int]:
         raise ModelError("the model timed out")
 
 
@@ -362,3 +364,19 @@ def test_plan_validates_max_steps(api: TestClient, member: TestUser, db: Databas
     assert plan(api, member, max_steps=0).status_code == 422
     assert plan(api, member, max_steps=11).status_code == 422
     assert reservations(db, member.organization_id) == []
+
+
+def test_plan_replay_is_answered_from_the_stored_result(
+    api: TestClient, member: TestUser, db: Database
+) -> None:
+    headers = {**bearer(member.access_token), "Idempotency-Key": "plan-replay"}
+    body = {"goal": "Run a marathon", "max_steps": 3}
+    first = api.post("/quests/plan", json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    calls = QuestWriter.calls
+    again = api.post("/quests/plan", json=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert QuestWriter.calls == calls, "the model was not called for the replay"
+    assert again.json() == {**first.json(), "replayed": True}
+    assert [row[0] for row in reservations(db, member.organization_id)] == ["committed"]
+    assert goal_balance(db, member.organization_id) == 20 - 6

@@ -1,15 +1,17 @@
 """tokens-client: Supabase-native AI token metering.
 
-``TokensClient`` / ``AsyncTokensClient`` act for one signed-in user (their JWT, RLS);
-``TokensAdmin`` / ``AsyncTokensAdmin`` hold the service role. Errors: see
-:mod:`tokens_client._errors` for the tree.
+``Tokens`` / ``AsyncTokens`` are made once per application and hold the HTTP pool;
+``tokens.for_user(access_token)`` gives a ``TokensClient`` / ``AsyncTokensClient``
+acting for one signed-in user (their JWT, RLS) at no cost. ``TokensAdmin`` /
+``AsyncTokensAdmin`` hold the service role. Every argument after a call's subject is
+keyword-only. Errors: see :mod:`tokens_client._errors` for the tree.
 """
 
 from __future__ import annotations
 
 from tokens_client._admin import AsyncTokensAdmin, TokensAdmin
 from tokens_client._base import Hold
-from tokens_client._client import AsyncTokensClient, TokensClient
+from tokens_client._client import AsyncTokens, AsyncTokensClient, Tokens, TokensClient
 from tokens_client._config import Settings
 from tokens_client._errors import (
     AlreadyRefunded,
@@ -60,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Alert",
     "AlreadyRefunded",
+    "AsyncTokens",
     "AsyncTokensAdmin",
     "AsyncTokensClient",
     "ConfigurationError",
@@ -96,6 +99,7 @@ __all__ = [
     "TokenBalance",
     "TokenStats",
     "TokenTypeStats",
+    "Tokens",
     "TokensAdmin",
     "TokensClient",
     "TokensError",

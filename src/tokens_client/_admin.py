@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from tokens_client._base import BaseAdminCalls, require_secret_key
+from tokens_client._base import DEFAULT_RETRIES, BaseAdminCalls, require_secret_key
 from tokens_client._client import (
     DEFAULT_TIMEOUT,
     AsyncExecutor,
+    AsyncTokens,
     SyncExecutor,
-    async_supabase,
-    sync_supabase,
+    sync_postgrest,
 )
 from tokens_client._config import Settings
 from tokens_client._models import (
@@ -22,7 +22,6 @@ from tokens_client._models import (
     LedgerViolation,
     Member,
     Organization,
-    Plan,
     PlanChange,
     RateLimit,
     RefreshRun,
@@ -42,9 +41,21 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
     user's JWT instead of the service-role key.
     """
 
-    def __init__(self, url: str, service_key: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        service_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
         require_secret_key(service_key)
-        self._supabase = sync_supabase(url, service_key, None, timeout)
+        self._postgrest = sync_postgrest(url, service_key, timeout)
+        self._retries = retries
+
+    def close(self) -> None:
+        """Close this client's HTTP connections."""
+        self._postgrest.session.close()
 
     @classmethod
     def from_env(cls, *, dotenv_path: str | None = None) -> TokensAdmin:
@@ -53,7 +64,7 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
         return cls(settings.url, settings.require_secret_key())
 
     def initialize_tokens(
-        self, organization_id: UUID | str, plan: Plan | None = None
+        self, organization_id: UUID | str, *, plan: str | None = None
     ) -> list[TokenBalance]:
         """Create or reset the organization's balances to its plan (moving it to ``plan``).
 
@@ -65,13 +76,14 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
         """The organization's token stats. Raises OrganizationNotFound."""
         return self._execute(self._stats(organization_id))
 
-    def balances(self, organization_id: UUID | str | None = None) -> list[TokenBalance]:
+    def balances(self, *, organization_id: UUID | str | None = None) -> list[TokenBalance]:
         """``ai_tokens`` rows of one organization, or of all."""
         return self._execute(self._balances(organization_id))
 
     def usage(
         self,
         organization_id: UUID | str,
+        *,
         since: datetime | timedelta | None = None,
         limit: int = 100,
     ) -> list[UsageEntry]:
@@ -81,23 +93,29 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
     def usage_report(
         self,
         organization_id: UUID | str,
+        *,
         by: UsageGrouping = "feature",
         since: datetime | timedelta | None = None,
     ) -> list[UsageReportRow]:
         """Uses and tokens grouped by feature, user (with full_name) or day."""
         return self._execute(self._usage_report(organization_id, by, since))
 
-    def create_organization(self, name: str, plan: Plan = "starter") -> Organization:
-        """Insert an organization (call :meth:`initialize_tokens` to give it tokens)."""
+    def create_organization(self, name: str, *, plan: str | None = None) -> Organization:
+        """Insert an organization (call :meth:`initialize_tokens` to give it tokens).
+
+        ``plan`` None: the table's default plan. Raises InvalidRequest for an unknown plan.
+        """
         return self._execute(self._create_organization(name, plan))
 
-    def organizations(self) -> list[Organization]:
-        """Every organization, by name."""
-        return self._execute(self._organizations())
+    def organizations(self, *, name: str | None = None) -> list[Organization]:
+        """Every organization by name; with ``name``, those so named (exact, any case),
+        found by the server."""
+        return self._execute(self._organizations(name))
 
     def add_member(
         self,
         organization_id: UUID | str,
+        *,
         user_id: UUID | str,
         role: str = "member",
         full_name: str | None = None,
@@ -112,9 +130,9 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
     def grant_tokens(
         self,
         organization_id: UUID | str,
+        *,
         token_type: str,
         amount: int,
-        *,
         expires_at: datetime | None = None,
         reason: str | None = None,
         external_id: str | None = None,
@@ -129,7 +147,7 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
         )
 
     def set_organization_plan(
-        self, organization_id: UUID | str, plan: Plan, event_id: str | None = None
+        self, organization_id: UUID | str, *, plan: str, event_id: str | None = None
     ) -> PlanChange:
         """Move to ``plan``: upgrades add the difference now, downgrades cap the allowance.
 
@@ -139,7 +157,7 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
         return self._execute(self._set_organization_plan(organization_id, plan, event_id))
 
     def set_enforcement_mode(
-        self, mode: EnforcementMode | str, organization_id: UUID | str | None = None
+        self, mode: EnforcementMode | str, *, organization_id: UUID | str | None = None
     ) -> EnforcementModeChange:
         """enforce / monitor / off for one organization, or the global default.
 
@@ -152,18 +170,18 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
         return self._execute(self._refresh_due_tokens())
 
     def verify_token_ledger(
-        self, organization_id: UUID | str | None = None
+        self, *, organization_id: UUID | str | None = None
     ) -> list[LedgerViolation]:
         """Every broken bookkeeping invariant (empty when balance = sum of the journal)."""
         return self._execute(self._verify_token_ledger(organization_id))
 
     def set_rate_limit(
         self,
+        *,
         max_requests: int,
         window_seconds: int = 60,
-        *,
         organization_id: UUID | str | None = None,
-        plan: Plan | None = None,
+        plan: str | None = None,
         feature: str | None = None,
     ) -> RateLimit:
         """Create or change the per-user limit of one scope (None: any)."""
@@ -171,13 +189,14 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
             self._set_rate_limit(max_requests, window_seconds, organization_id, plan, feature)
         )
 
-    def refund_deduction(self, usage_id: UUID | str, reason: str | None = None) -> Refund:
+    def refund_deduction(self, usage_id: UUID | str, *, reason: str | None = None) -> Refund:
         """Give back a deduction's tokens once. Raises AlreadyRefunded, NotFound."""
         return self._execute(self._refund_deduction(usage_id, reason))
 
     def alerts(
         self,
         organization_id: UUID | str,
+        *,
         since: datetime | timedelta | None = None,
         limit: int = 100,
     ) -> list[Alert]:
@@ -188,9 +207,18 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
 class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
     """The async twin of :class:`TokensAdmin`."""
 
-    def __init__(self, url: str, service_key: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        service_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
         require_secret_key(service_key)
-        self._supabase = async_supabase(url, service_key, None, timeout)
+        self._pool = AsyncTokens.__new__(AsyncTokens)  # its public-key check is not ours
+        self._pool._open(url, service_key, timeout, retries)
+        self._owns_pool, self._retries = True, retries
 
     @classmethod
     def from_env(cls, *, dotenv_path: str | None = None) -> AsyncTokensAdmin:
@@ -199,7 +227,7 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
         return cls(settings.url, settings.require_secret_key())
 
     async def initialize_tokens(
-        self, organization_id: UUID | str, plan: Plan | None = None
+        self, organization_id: UUID | str, *, plan: str | None = None
     ) -> list[TokenBalance]:
         """See :meth:`TokensAdmin.initialize_tokens`."""
         return await self._execute(self._initialize_tokens(organization_id, plan))
@@ -208,13 +236,14 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
         """See :meth:`TokensAdmin.stats`."""
         return await self._execute(self._stats(organization_id))
 
-    async def balances(self, organization_id: UUID | str | None = None) -> list[TokenBalance]:
+    async def balances(self, *, organization_id: UUID | str | None = None) -> list[TokenBalance]:
         """See :meth:`TokensAdmin.balances`."""
         return await self._execute(self._balances(organization_id))
 
     async def usage(
         self,
         organization_id: UUID | str,
+        *,
         since: datetime | timedelta | None = None,
         limit: int = 100,
     ) -> list[UsageEntry]:
@@ -224,23 +253,25 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
     async def usage_report(
         self,
         organization_id: UUID | str,
+        *,
         by: UsageGrouping = "feature",
         since: datetime | timedelta | None = None,
     ) -> list[UsageReportRow]:
         """See :meth:`TokensAdmin.usage_report`."""
         return await self._execute(self._usage_report(organization_id, by, since))
 
-    async def create_organization(self, name: str, plan: Plan = "starter") -> Organization:
+    async def create_organization(self, name: str, *, plan: str | None = None) -> Organization:
         """See :meth:`TokensAdmin.create_organization`."""
         return await self._execute(self._create_organization(name, plan))
 
-    async def organizations(self) -> list[Organization]:
+    async def organizations(self, *, name: str | None = None) -> list[Organization]:
         """See :meth:`TokensAdmin.organizations`."""
-        return await self._execute(self._organizations())
+        return await self._execute(self._organizations(name))
 
     async def add_member(
         self,
         organization_id: UUID | str,
+        *,
         user_id: UUID | str,
         role: str = "member",
         full_name: str | None = None,
@@ -255,9 +286,9 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
     async def grant_tokens(
         self,
         organization_id: UUID | str,
+        *,
         token_type: str,
         amount: int,
-        *,
         expires_at: datetime | None = None,
         reason: str | None = None,
         external_id: str | None = None,
@@ -268,13 +299,13 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
         )
 
     async def set_organization_plan(
-        self, organization_id: UUID | str, plan: Plan, event_id: str | None = None
+        self, organization_id: UUID | str, *, plan: str, event_id: str | None = None
     ) -> PlanChange:
         """See :meth:`TokensAdmin.set_organization_plan`."""
         return await self._execute(self._set_organization_plan(organization_id, plan, event_id))
 
     async def set_enforcement_mode(
-        self, mode: EnforcementMode | str, organization_id: UUID | str | None = None
+        self, mode: EnforcementMode | str, *, organization_id: UUID | str | None = None
     ) -> EnforcementModeChange:
         """See :meth:`TokensAdmin.set_enforcement_mode`."""
         return await self._execute(self._set_enforcement_mode(mode, organization_id))
@@ -284,18 +315,18 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
         return await self._execute(self._refresh_due_tokens())
 
     async def verify_token_ledger(
-        self, organization_id: UUID | str | None = None
+        self, *, organization_id: UUID | str | None = None
     ) -> list[LedgerViolation]:
         """See :meth:`TokensAdmin.verify_token_ledger`."""
         return await self._execute(self._verify_token_ledger(organization_id))
 
     async def set_rate_limit(
         self,
+        *,
         max_requests: int,
         window_seconds: int = 60,
-        *,
         organization_id: UUID | str | None = None,
-        plan: Plan | None = None,
+        plan: str | None = None,
         feature: str | None = None,
     ) -> RateLimit:
         """See :meth:`TokensAdmin.set_rate_limit`."""
@@ -303,13 +334,14 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
             self._set_rate_limit(max_requests, window_seconds, organization_id, plan, feature)
         )
 
-    async def refund_deduction(self, usage_id: UUID | str, reason: str | None = None) -> Refund:
+    async def refund_deduction(self, usage_id: UUID | str, *, reason: str | None = None) -> Refund:
         """See :meth:`TokensAdmin.refund_deduction`."""
         return await self._execute(self._refund_deduction(usage_id, reason))
 
     async def alerts(
         self,
         organization_id: UUID | str,
+        *,
         since: datetime | timedelta | None = None,
         limit: int = 100,
     ) -> list[Alert]:

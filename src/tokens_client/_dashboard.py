@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -28,6 +28,8 @@ from tokens_client._models import (
     UsageReportRow,
 )
 
+# Columns a narrow terminal can do without, the first to go first.
+DROPPABLE_COLUMNS = ("", "User id", "User", "Refunded", "Refreshes", "Purchased", "Held", "Left")
 BAR_WIDTH = 20
 LOW_PERCENT = 20  # the guide's "low token warnings display (< 20%)"
 
@@ -378,3 +380,22 @@ def ledger_violations_table(
             ),
         )
     return table
+
+
+def fit_to_width(renderable: Any, console: Console, width: int) -> Any:
+    """``renderable`` with the tables in it narrowed to ``width``: the columns of
+    :data:`DROPPABLE_COLUMNS` are dropped, least useful first, until the table fits."""
+    if isinstance(renderable, Group):
+        for index, item in enumerate(renderable.renderables):
+            renderable.renderables[index] = fit_to_width(item, console, width)
+        return renderable
+    if not isinstance(renderable, Table):
+        return renderable
+    for header in DROPPABLE_COLUMNS:
+        if (
+            console.measure(renderable, options=console.options.update(width=10_000)).maximum
+            <= width
+        ):
+            break
+        renderable.columns = [c for c in renderable.columns if c.header != header]
+    return renderable

@@ -28,7 +28,7 @@ from rich.console import RenderableType
 
 from tokens_client._admin import TokensAdmin
 from tokens_client._browser import browser_session, storage_key
-from tokens_client._client import TokensClient
+from tokens_client._client import Tokens, TokensClient
 from tokens_client._dashboard import jsonable, stats_dashboard
 from tokens_client._errors import FeatureNotInPlan, NotAMember
 from tokens_client._models import Deduction, RateLimit, UsageEntry
@@ -182,9 +182,8 @@ class Demo:
     def __init__(self, status: StackStatus) -> None:
         self.status = status
 
-    def _client(self, user: DemoUser) -> TokensClient:
-        token = user.token(self.status.jwt_secret)
-        return TokensClient(self.status.api_url, self.status.anon_key, token)
+    def _client(self, tokens: Tokens, user: DemoUser) -> TokensClient:
+        return tokens.for_user(user.token(self.status.jwt_secret))
 
     def _reset(self, admin: TokensAdmin) -> tuple[int, int, UUID, RateLimit]:
         """Seeded memberships and plans back in place, Acme's own rate limit and mode.
@@ -192,15 +191,21 @@ class Demo:
         Returns Acme's total and number of token types, Globex's id and Acme's limit.
         """
         for user in USERS:
-            admin.add_member(user.organization_id, user.id, user.role, user.full_name)
-        limit = admin.set_rate_limit(DEMO_RATE_LIMIT, 60, organization_id=ACME)
-        admin.set_enforcement_mode("inherit", ACME)
-        balances = admin.initialize_tokens(ACME, "pro")
-        admin.initialize_tokens(TINKERERS, "starter")
-        competitor = next((o for o in admin.organizations() if o.name == COMPETITOR), None)
+            admin.add_member(
+                user.organization_id, user_id=user.id, role=user.role, full_name=user.full_name
+            )
+        limit = admin.set_rate_limit(
+            max_requests=DEMO_RATE_LIMIT, window_seconds=60, organization_id=ACME
+        )
+        admin.set_enforcement_mode("inherit", organization_id=ACME)
+        balances = admin.initialize_tokens(ACME, plan="pro")
+        admin.initialize_tokens(TINKERERS, plan="starter")
+        competitor = next(
+            (o for o in admin.organizations(name=COMPETITOR) if o.name == COMPETITOR), None
+        )
         if competitor is None:
-            competitor = admin.create_organization(COMPETITOR, "pro")
-        admin.initialize_tokens(competitor.id, "pro")
+            competitor = admin.create_organization(COMPETITOR, plan="pro")
+        admin.initialize_tokens(competitor.id, plan="pro")
         total = sum(balance.balance for balance in balances)
         return total, len(balances), competitor.id, limit
 
@@ -225,8 +230,8 @@ class Demo:
                 "Alice (owner) and Bob (member) sign in; each request carries their own JWT",
             )
             started = datetime.now(timezone.utc)
-            alice, bob, carol = (self._client(user) for user in USERS)
-            with closing(alice), closing(bob), closing(carol):
+            with Tokens(self.status.api_url, self.status.anon_key) as tokens:
+                alice, bob, carol = (self._client(tokens, user) for user in USERS)
                 yield from self._spend(alice, bob)
                 yield from self._reserve(alice)
                 yield from self._look(alice, bob, started)
@@ -292,7 +297,7 @@ class Demo:
         if commit.usage_id is None:
             yield DemoStep(section, "refused", "Nothing was charged to refund", expected=False)
             return
-        refund = alice.refund_deduction(commit.usage_id, "the model returned an empty quest")
+        refund = alice.refund_deduction(commit.usage_id, reason="the model returned an empty quest")
         yield DemoStep(
             section,
             "ok",

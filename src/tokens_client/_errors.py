@@ -5,9 +5,11 @@ The SQL functions refuse with ``errcode = 'PTxyz'`` (PostgREST answers HTTP xyz)
 one of these classes and chains the original error. Nobody matches message text.
 
     TokensError
-    ├── ConfigurationError        wrong kind of key for this client, missing settings
-    ├── ServiceUnavailable        network failure, gateway or database down (5xx)
-    ├── Unauthenticated           401: missing, expired or forged JWT; anon caller
+    ├── ConfigurationError        500: wrong kind of key for this client, missing settings
+    ├── ServiceUnavailable        network failure, gateway or database down (5xx), or
+    │                             PostgREST's code-less 400 when Postgres died mid-request
+    ├── Unauthenticated           401: missing, expired, forged or garbage JWT; an API key
+    │                             given as the user's token; anon caller
     ├── PermissionDenied          403: the caller's role may not do this
     │   ├── NotAMember            403 not_a_member: another organization's id
     │   └── FeatureNotInPlan      403 feature_not_in_plan: e.g. any AI feature on starter
@@ -25,7 +27,11 @@ one of these classes and chains the original error. Nobody matches message text.
 
 PermissionDenied also carries not_reservation_holder, admin_required and
 service_role_required; NotFound reservation_not_found, usage_not_found and
-unknown_token_type; InvalidRequest invalid_amount, invalid_plan and invalid_mode.
+unknown_token_type; InvalidRequest invalid_amount, invalid_plan, invalid_mode and
+actual_not_set (``spend()`` ended with neither ``hold.actual`` nor ``hold.release()``).
+
+Messages of Unauthenticated are fit for an end user ("Sign in to use AI features");
+PostgREST's own text (``JWSError …``) stays in the chained ``__cause__``.
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ class ConfigurationError(TokensError):
     """The client was built with the wrong kind of key or without required settings."""
 
     default_reason = "configuration_error"
-    default_status = 0
+    default_status = 500
 
 
 class ServiceUnavailable(TokensError):
@@ -206,6 +212,9 @@ class RateLimited(TokensError):
         return int(self.facts.get("retry_after_seconds", self.facts.get("retry_after", 1)))
 
 
+SIGN_IN_MESSAGE = "Sign in to use AI features"
+SESSION_MESSAGE = "Your session is invalid or has expired: sign in again"
+
 _BY_REASON: dict[str, type[TokensError]] = {
     cls.default_reason: cls
     for cls in (
@@ -233,13 +242,16 @@ _BY_STATUS: dict[int, type[TokensError]] = {
 }
 # PostgREST / PostgreSQL codes that are not our PTxyz refusals.
 _BY_CODE: dict[str, tuple[type[TokensError], str]] = {
-    "PGRST301": (Unauthenticated, "invalid_jwt"),  # JWT invalid, expired or forged
+    "PGRST300": (Unauthenticated, "invalid_jwt"),  # no JWT secret: treat as unauthenticated
+    "PGRST301": (Unauthenticated, "invalid_jwt"),  # JWT invalid, expired, forged, garbage
     "PGRST302": (Unauthenticated, "unauthenticated"),  # anonymous access disabled
+    "PGRST303": (Unauthenticated, "invalid_jwt"),  # JWT claims validation failed
     "PGRST202": (InvalidRequest, "invalid_arguments"),  # no function with these arguments
     "PGRST203": (InvalidRequest, "invalid_arguments"),  # ambiguous overload
     "PGRST100": (InvalidRequest, "invalid_request"),  # malformed query
     "PGRST102": (InvalidRequest, "invalid_request"),  # malformed body
     "22P02": (InvalidRequest, "invalid_arguments"),  # invalid text representation (uuid…)
+    "22P05": (InvalidRequest, "invalid_arguments"),  # untranslatable character (\u0000)
     "22003": (InvalidRequest, "invalid_amount"),  # numeric value out of range
     "22023": (InvalidRequest, "invalid_arguments"),
     "22007": (InvalidRequest, "invalid_arguments"),  # invalid datetime format
@@ -277,10 +289,17 @@ def error_from_api(error: APIError, *, anonymous: bool = False) -> TokensError:
         return cls(message, reason=reason, status=status, code=code, facts=facts)
     if code in _BY_CODE:
         cls, code_reason = _BY_CODE[code]
+        if cls is Unauthenticated:
+            message = SESSION_MESSAGE
         return cls(message, reason=code_reason, code=code, facts=facts)
-    if code == "42501":  # permission denied: anon calling a member function, or not admin
-        cls = Unauthenticated if anonymous else PermissionDenied
-        return cls(message, reason=cls.default_reason, code=code, facts=facts)
+    if code == "42501" and anonymous:  # anon calling a member function
+        return Unauthenticated(SIGN_IN_MESSAGE, code=code, facts=facts)
+    if code == "42501":  # permission denied: not an admin
+        return PermissionDenied(message, code=code, facts=facts)
+    if not code:  # PostgREST's 400 {"code": ""}: Postgres went away mid-request
+        return ServiceUnavailable(
+            "The token service is unavailable right now", reason="database_unavailable"
+        )
     if code.isdigit() and len(code) == 3:  # a non-PostgREST body, e.g. gateway 502
         status = int(code)
         cls = _BY_STATUS.get(status) or (ServiceUnavailable if status >= 500 else TokensError)

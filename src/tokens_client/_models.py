@@ -8,7 +8,6 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-Plan = Literal["starter", "pro", "enterprise"]
 UsageGrouping = Literal["feature", "user", "day"]
 EnforcementMode = Literal["enforce", "monitor", "off"]
 
@@ -55,7 +54,7 @@ class TokenStats(_Model):
     """``get_token_stats``: the guide's stats endpoint."""
 
     organization_id: UUID
-    plan: Plan
+    plan: str
     total_balance: int
     total_allocated: int
     total_used: int
@@ -129,7 +128,7 @@ class Organization(_Model):
 
     id: UUID
     name: str
-    plan: Plan
+    plan: str
     created_at: AwareDatetime
     updated_at: AwareDatetime
 
@@ -234,8 +233,8 @@ class PlanChange(_Model):
     """``set_organization_plan``."""
 
     organization_id: UUID
-    plan: Plan
-    previous_plan: Plan | None = None
+    plan: str
+    previous_plan: str | None = None
     event_id: str | None = None
     replayed: bool = False
     changes: list[PlanChangeEntry] = []
@@ -286,7 +285,7 @@ class RateLimit(_Model):
 
     id: int
     organization_id: UUID | None = None
-    plan: Plan | None = None
+    plan: str | None = None
     feature: str | None = None
     max_requests: int
     window_seconds: int

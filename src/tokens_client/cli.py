@@ -13,17 +13,18 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from uuid import UUID
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -32,6 +33,7 @@ from tokens_client._base import MAX_USAGE_ROWS as MAX_ROWS
 from tokens_client._dashboard import (
     alerts_table,
     day,
+    fit_to_width,
     jsonable,
     ledger_violations_table,
     moment,
@@ -48,14 +50,14 @@ from tokens_client._errors import (
     OrganizationNotFound,
     TokensError,
 )
+from tokens_client._functions import export_functions
 from tokens_client._migrations import export_migrations, shipped_migrations
-from tokens_client._models import Organization, Plan, UsageGrouping
+from tokens_client._models import Organization, UsageGrouping
 from tokens_client.stack import Stack, StackError, StackStatus
 
 if TYPE_CHECKING:
     pass
 
-PLANS: tuple[Plan, ...] = ("starter", "pro", "enterprise")
 MODES = ("enforce", "monitor", "off", "inherit")
 
 EXIT_CODES = """Exit codes: 0 done; 1 refused or failed (a TokensError such as
@@ -83,15 +85,52 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(org_app, name="org")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(migrations_app, name="migrations")
+functions_app = typer.Typer(
+    no_args_is_help=True, help="The Edge Functions shipped in this package, for your project."
+)
+app.add_typer(functions_app, name="functions")
 
-console = Console()
-err_console = Console(stderr=True)
+NARROW = 80  # below this many columns, tables drop their least useful columns
+PIPE_WIDTH = 10_000  # not a terminal: never wrap or truncate
+
+
+class CliConsole(Console):
+    """rich's Console, made for pipes as well as terminals.
+
+    Not a terminal: lines as wide as they are (no truncation at 80 columns) and no
+    trailing padding. A terminal narrower than 80 columns: tables drop columns.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if not self.is_terminal:
+            return ConsoleDimensions(PIPE_WIDTH, super().size.height)
+        return super().size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        if self.is_terminal and self.width < NARROW:
+            objects = tuple(fit_to_width(item, self, self.width) for item in objects)
+        super().print(*objects, **options)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        text = super()._render_buffer(buffer)
+        if self.is_terminal:
+            return text
+        return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+console = CliConsole()
+err_console = CliConsole(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 OrgArgument = Annotated[
     str, typer.Argument(metavar="ORG", help="Organization id, or its exact name.")
 ]
-PlanOption = Annotated[Plan, typer.Option("--plan", help="starter, pro or enterprise.")]
+PLAN_HELP = "A plan of the catalog (the server refuses an unknown one: invalid_plan)."
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -285,7 +324,7 @@ def find_organization(admin: TokensAdmin, ref: str) -> Organization:
     organization_id = as_uuid(ref)
     if organization_id is not None:
         return admin.organization(organization_id)
-    named = [o for o in admin.organizations() if o.name.casefold() == ref.casefold()]
+    named = admin.organizations(name=ref)  # the server filters; nothing else is fetched
     if not named:
         raise OrganizationNotFound(f"No organization named {ref!r}", facts={"name": ref})
     if len(named) > 1:
@@ -317,17 +356,17 @@ def org_list(as_json: JsonOption = False) -> None:
 def org_init(
     org: OrgArgument,
     plan: Annotated[
-        Plan | None, typer.Option("--plan", help="Move it to this plan first (default: keep).")
+        str | None, typer.Option("--plan", help="Move it to this plan first (default: keep).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create or reset an organization's tokens to its plan's allocation (initializeTokens)."""
     with service_role() as admin:
         if as_json:
-            print_json(admin.initialize_tokens(organization_id_of(admin, org), plan))
+            print_json(admin.initialize_tokens(organization_id_of(admin, org), plan=plan))
             return
         organization = find_organization(admin, org)
-        admin.initialize_tokens(organization.id, plan)
+        admin.initialize_tokens(organization.id, plan=plan)
         stats = admin.stats(organization.id)
     console.print(
         f"[green]✓[/] Tokens of {escape(organization.name)} reset to the {stats.plan} allocation",
@@ -339,12 +378,14 @@ def org_init(
 @org_app.command("create", epilog=EXIT_CODES_SHORT)
 def org_create(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The organization's name.")],
-    plan: PlanOption = "starter",
+    plan: Annotated[
+        str | None, typer.Option("--plan", help=f"{PLAN_HELP} Default: the table's default.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an organization on a plan and initialize its tokens."""
     with service_role() as admin:
-        organization = admin.create_organization(name, plan)
+        organization = admin.create_organization(name, plan=plan)
         balances = admin.initialize_tokens(organization.id)
         if as_json:
             print_json({"organization": organization, "balances": balances})
@@ -469,10 +510,10 @@ def usage_command(
         return
     with service_role() as admin:
         if as_json:
-            print_json(admin.usage_report(organization_id_of(admin, org), by, start))
+            print_json(admin.usage_report(organization_id_of(admin, org), by=by, since=start))
             return
         organization = find_organization(admin, org)
-        rows = admin.usage_report(organization.id, by, start)
+        rows = admin.usage_report(organization.id, by=by, since=start)
     title = f"Usage of {organization.name} by {by}, {_period(start, since)}"
     console.print(usage_table(rows, by, title))
 
@@ -500,7 +541,7 @@ def _newest_rows(
 def _usage_entries(org: str, start: datetime | None, since: str, limit: int, as_json: bool) -> None:
     _newest_rows(
         org,
-        lambda admin, organization_id: admin.usage(organization_id, start, limit),
+        lambda admin, organization_id: admin.usage(organization_id, since=start, limit=limit),
         usage_entries_table,
         f"Usage entries of {{name}}, {_period(start, since)}",
         limit,
@@ -530,7 +571,7 @@ def alerts_command(
         raise fail(f"--limit must be between 1 and {MAX_ROWS}, not {limit}", code=2)
     _newest_rows(
         org,
-        lambda admin, organization_id: admin.alerts(organization_id, start, limit),
+        lambda admin, organization_id: admin.alerts(organization_id, since=start, limit=limit),
         alerts_table,
         f"Alerts of {{name}}, {_period(start, since)}",
         limit,
@@ -542,9 +583,11 @@ def alerts_command(
 def grant_command(
     org: OrgArgument,
     token_type: Annotated[
-        str, typer.Argument(metavar="TOKEN_TYPE", help="e.g. general, goal_generation.")
+        str, typer.Option("--type", metavar="TOKEN_TYPE", help="e.g. general, goal_generation.")
     ],
-    amount: Annotated[str, typer.Argument(metavar="AMOUNT", help="Tokens to add (1 or more).")],
+    amount: Annotated[
+        str, typer.Option("--amount", metavar="N", help="Tokens to add (1 or more).")
+    ],
     expires: Annotated[
         str | None,
         typer.Option(
@@ -565,7 +608,7 @@ def grant_command(
     as_json: JsonOption = False,
 ) -> None:
     """Top up: add purchased tokens, kept over refreshes and spent after the allowance."""
-    tokens = whole_number(amount, "AMOUNT")
+    tokens = whole_number(amount, "--amount")
     try:
         expires_at = parse_expires(expires) if expires is not None else None
     except ValueError as error:
@@ -574,8 +617,8 @@ def grant_command(
         organization = find_organization(admin, org)
         grant = admin.grant_tokens(
             organization.id,
-            token_type,
-            tokens,
+            token_type=token_type,
+            amount=tokens,
             expires_at=expires_at,
             reason=reason,
             external_id=external_id,
@@ -610,7 +653,7 @@ def grant_command(
 @app.command("plan", epilog=EXIT_CODES_SHORT)
 def plan_command(
     org: OrgArgument,
-    plan: Annotated[str, typer.Argument(metavar="PLAN", help="starter, pro or enterprise.")],
+    plan: Annotated[str, typer.Option("--plan", metavar="PLAN", help=PLAN_HELP)],
     event_id: Annotated[
         str | None,
         typer.Option(
@@ -622,10 +665,9 @@ def plan_command(
     """Move to another plan now: upgrades add the difference, downgrades cap the allowance
     (purchased tokens are kept). Prints each token type's allocation and balance change.
     """
-    new_plan = one_of(plan, PLANS, "PLAN")
     with service_role() as admin:
         organization = find_organization(admin, org)
-        change = admin.set_organization_plan(organization.id, new_plan, event_id)
+        change = admin.set_organization_plan(organization.id, plan=plan, event_id=event_id)
     if as_json:
         print_json(change)
         return
@@ -663,8 +705,8 @@ def mode_command(
     ],
     org: Annotated[
         str | None,
-        typer.Argument(
-            metavar="ORG", help="Organization id or exact name; none: the global default."
+        typer.Option(
+            "--org", metavar="ORG", help="Organization id or exact name; none: the global default."
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -676,10 +718,12 @@ def mode_command(
     """
     mode = one_of(mode, MODES, "MODE")
     if mode == "inherit" and org is None:
-        raise fail("inherit needs an ORG: the global default has nothing to inherit", code=2)
+        raise fail("inherit needs an --org: the global default has nothing to inherit", code=2)
     with service_role() as admin:
         organization = find_organization(admin, org) if org is not None else None
-        change = admin.set_enforcement_mode(mode, organization.id if organization else None)
+        change = admin.set_enforcement_mode(
+            mode, organization_id=organization.id if organization else None
+        )
     if as_json:
         print_json(change)
         return
@@ -747,13 +791,16 @@ def ledger_verify(
     """
     with service_role() as admin:
         organization = find_organization(admin, org) if org is not None else None
-        violations = admin.verify_token_ledger(organization.id if organization else None)
+        violations = admin.verify_token_ledger(
+            organization_id=organization.id if organization else None
+        )
         names: dict[Any, str] = {}
         if violations and not as_json:
             if organization is not None:
                 names = {organization.id: organization.name}
             else:
-                names = {o.id: o.name for o in admin.organizations()}
+                ids = {v.organization_id for v in violations if v.organization_id}
+                names = {i: admin.organization(i).name for i in ids}
     scope = f"{organization.name}'s ledger" if organization else "The ledger"
     if as_json:
         print_json(violations)
@@ -789,7 +836,7 @@ def refund_command(
     if as_uuid(usage_id) is None:
         raise fail(f"USAGE_ID must be a usage id (a UUID), not {usage_id!r}", code=2)
     with service_role() as admin:
-        refund = admin.refund_deduction(usage_id, reason)
+        refund = admin.refund_deduction(usage_id, reason=reason)
         if as_json:
             print_json(refund)
             return
@@ -870,6 +917,28 @@ def migrations_export(
     )
 
 
+@functions_app.command("export", epilog=EXIT_CODES_SHORT)
+def functions_export(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Your project's supabase/functions directory.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy the Edge Functions into DIR; identical files are skipped, different ones refused."""
+    with reported_errors():
+        written, skipped = export_functions(directory)
+    if as_json:
+        print_json({"directory": str(directory), "written": written, "skipped": skipped})
+        return
+    for name in written:
+        console.print(f"[green]wrote[/]   {escape(str(directory / name))}", highlight=False)
+    console.print(
+        f"{len(written)} written, {len(skipped)} already there. Deploy them with "
+        "`supabase functions deploy`.",
+        highlight=False,
+    )
+
+
 # ------------------------------------------------------------------------ demo
 
 
@@ -928,8 +997,38 @@ def demo_command(as_json: JsonOption = False) -> None:
         raise fail(f"{len(unexpected)} step(s) did not go as the demo expected")
 
 
+class _QuietPipe:
+    """stdout that ends the program quietly (exit 0) when the reader went away
+    (``tokens … | head``), instead of click's "Broken pipe" and exit 1."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def _gone(self) -> NoReturn:
+        # Python flushes stdout at exit: point it at /dev/null so that flush is quiet too
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        raise SystemExit(0)
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._gone()
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Entry point of the ``tokens`` script."""
+    sys.stdout = _QuietPipe(sys.stdout)
     try:
         app()
     except KeyboardInterrupt:

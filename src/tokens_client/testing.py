@@ -6,6 +6,8 @@ stack is found from ``SUPABASE_URL``, ``SUPABASE_ANON_KEY``, ``SUPABASE_SERVICE_
 
 Users are real rows of ``auth.users`` created over SQL, and sign in with HS256 JWTs
 minted with the stack's secret, exactly what Supabase Auth would issue.
+
+Needs the ``testing`` extra: ``pip install 'tokens-client[testing]'`` (pytest, psycopg).
 """
 
 from __future__ import annotations
@@ -19,9 +21,18 @@ from typing import Any
 import pytest
 
 from tokens_client._admin import TokensAdmin
-from tokens_client._client import AsyncTokensClient, TokensClient
-from tokens_client._models import Plan
+from tokens_client._client import AsyncTokensClient, Tokens, TokensClient
 from tokens_client.stack import Stack, mint_jwt
+
+_APPS: dict[tuple[str, str], Tokens] = {}
+
+
+def app_tokens(env: StackEnv) -> Tokens:
+    """One app-scoped :class:`Tokens` per stack for the whole test session."""
+    key = (env.url, env.anon_key)
+    if key not in _APPS:
+        _APPS[key] = Tokens(env.url, env.anon_key)
+    return _APPS[key]
 
 
 @dataclass(frozen=True)
@@ -89,10 +100,12 @@ class TestUser:
         return self._token
 
     def client(self) -> TokensClient:
-        return TokensClient(self.env.url, self.env.anon_key, self.access_token)
+        """This user's client over the session's shared pool (closing it is optional)."""
+        return app_tokens(self.env).for_user(self.access_token)
 
     def async_client(self) -> AsyncTokensClient:
-        return AsyncTokensClient(self.env.url, self.env.anon_key, self.access_token)
+        """An async client with a pool of its own: use it with ``async with``."""
+        return AsyncTokensClient(self.env.url, self.env.anon_key, access_token=self.access_token)
 
 
 class Database:
@@ -155,14 +168,16 @@ def make_org(admin: TokensAdmin) -> OrgFactory:
     """
 
     def factory(
-        plan: Plan = "pro", name: str | None = None, *, rate_limited: bool = False
+        plan: str = "pro", name: str | None = None, *, rate_limited: bool = False
     ) -> uuid.UUID:
-        org = admin.create_organization(name or f"Org {uuid.uuid4().hex[:8]}", plan)
+        org = admin.create_organization(name or f"Org {uuid.uuid4().hex[:8]}", plan=plan)
         admin.initialize_tokens(org.id)
         if not rate_limited:
             # Tests that are not about the per-user rate limit spend freely; the ones
             # that are pass rate_limited=True and get the plan's real limit.
-            admin.set_rate_limit(RELAXED_RATE_LIMIT, 60, organization_id=org.id)
+            admin.set_rate_limit(
+                max_requests=RELAXED_RATE_LIMIT, window_seconds=60, organization_id=org.id
+            )
         return org.id
 
     return factory
