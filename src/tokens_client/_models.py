@@ -124,13 +124,13 @@ class UsageReportRow(_Model):
 
 
 class Organization(_Model):
-    """A row of ``organizations``."""
+    """A row of the host app's ``organizations`` (its other columns are ignored)."""
 
     id: UUID
     name: str
     plan: str
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: AwareDatetime | None = None
+    updated_at: AwareDatetime | None = None
 
 
 class Member(_Model):
@@ -139,7 +139,7 @@ class Member(_Model):
     id: UUID
     organization_id: UUID | None
     full_name: str | None = None
-    role: Literal["owner", "admin", "member"]
+    role: str = "member"
 
 
 class Refusal(_Model):

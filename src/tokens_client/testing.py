@@ -201,8 +201,11 @@ def create_user(
     )
     if organization_id is not None:
         db.execute(
+            # An upsert: the host app's handle_new_user trigger may have made the profile.
             "insert into public.user_profiles (id, organization_id, full_name, role) "
-            "values (%s, %s, %s, %s)",
+            "values (%s, %s, %s, %s) on conflict (id) do update set "
+            "organization_id = excluded.organization_id, full_name = excluded.full_name, "
+            "role = excluded.role",
             (user_id, organization_id, name, role),
         )
     return TestUser(user_id, email, organization_id, role, env, name)
