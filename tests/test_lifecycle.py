@@ -15,7 +15,6 @@ from tokens_client import (
     InsufficientTokens,
     InvalidRequest,
     PermissionDenied,
-    ReservationExceeded,
     ReservationNotActive,
     TokensAdmin,
 )
@@ -250,16 +249,15 @@ class TestReservations:
         with pytest.raises(InsufficientTokens) as refused:
             client.deduct_tokens("generate_goal")
         assert refused.value.facts["reserved"] == 15
-        with pytest.raises(ReservationExceeded):
-            client.commit_reservation(hold.reservation_id, actual=16)
-        committed = client.commit_reservation(hold.reservation_id, actual=11)
-        assert (committed.status, committed.tokens_deducted) == ("committed", 11)
-        assert committed.remaining_balance == balance(db, pro_org, "goal_generation") == 6
+        # Overruns are charged, not refused: 16 of a 15 hold, all of it available.
+        committed = client.commit_reservation(hold.reservation_id, actual=16)
+        assert (committed.status, committed.tokens_deducted) == ("committed", 16)
+        assert committed.remaining_balance == balance(db, pro_org, "goal_generation") == 1
         with pytest.raises(ReservationNotActive) as twice:
-            client.commit_reservation(hold.reservation_id, actual=11)
+            client.commit_reservation(hold.reservation_id, actual=16)
         assert twice.value.reservation_status == "committed"
         usage = client.usage(limit=1)[0]
-        assert (usage.reservation_id, usage.tokens_deducted) == (hold.reservation_id, 11)
+        assert (usage.reservation_id, usage.tokens_deducted) == (hold.reservation_id, 16)
 
     def test_release_and_expiry_return_everything(
         self, member: TestUser, pro_org: UUID, db: Database

@@ -171,3 +171,29 @@ def test_organizations_by_name_are_found_by_the_server(admin, make_org) -> None:
     make_org("pro", name.replace("_", "x"))  # would match an unescaped `_`
     found = admin.organizations(name=name.upper())
     assert [o.id for o in found] == [org]
+
+
+def test_an_overrun_in_spend_is_charged_and_the_rest_is_debt(
+    member: TestUser, db: Database
+) -> None:
+    """Overruns are never free: charged up to what is there, the rest taken next period."""
+    client = member.client()
+    with client.spend("ask_assistant", estimate=10) as hold:
+        hold.actual = 14  # the provider counted more than we guessed
+    assert hold.result is not None
+    assert (hold.result.tokens_deducted, hold.result.overrun) == (14, 4)
+    assert general_balance(db, member.organization_id) == 36
+
+    with client.spend("ask_assistant", estimate=30) as hold:
+        hold.actual = 45
+    assert hold.result is not None
+    assert (hold.result.tokens_deducted, hold.result.debt_added) == (36, 9)
+    general = next(t for t in client.stats().by_type if t.token_type == "general")
+    assert (general.balance, general.debt) == (0, 9)
+    assert db.value(
+        "select count(*) from ai_token_alerts where organization_id = %s and reason = 'overrun'",
+        (member.organization_id,),
+    ) == 1
+    assert db.execute(
+        "select * from verify_token_ledger(%s)", (member.organization_id,)
+    ) == []

@@ -447,12 +447,12 @@ class TokensClient(SyncExecutor, BaseTokensCalls):
         )
 
     def commit_reservation(self, reservation_id: UUID | str, *, actual: int) -> ReservationCommit:
-        """Charge ``actual`` (the server's rules decide what an overrun costs) and give
-        the rest of the hold back.
+        """Charge ``actual`` and give the rest of the hold back.
 
-        Raises InvalidRequest (invalid_amount) before any I/O unless ``actual`` is an
-        int in 0..1e9; then ReservationExceeded, ReservationNotActive, NotFound,
-        PermissionDenied.
+        An overrun (``actual`` above the estimate) is charged from what is available and
+        the rest becomes debt on the next period (``debt_added``). Raises InvalidRequest
+        (invalid_amount) before any I/O unless ``actual`` is an int in 0..1e9; then
+        ReservationNotActive, NotFound, PermissionDenied.
         """
         return self._execute(self._commit_reservation(reservation_id, actual))
 

@@ -12,7 +12,8 @@ one of these classes and chains the original error. Nobody matches message text.
     │                             given as the user's token; anon caller
     ├── PermissionDenied          403: the caller's role may not do this
     │   ├── NotAMember            403 not_a_member: another organization's id
-    │   └── FeatureNotInPlan      403 feature_not_in_plan: e.g. any AI feature on starter
+    │   └── FeatureNotInPlan      403 feature_not_in_plan: e.g. any AI feature on starter;
+    │                             also plan_not_configured (the plan is no row of ai_plans)
     ├── NotFound                  404
     │   ├── UnknownFeature        404 unknown_feature
     │   └── OrganizationNotFound  404 organization_not_found
@@ -20,7 +21,6 @@ one of these classes and chains the original error. Nobody matches message text.
     ├── InsufficientTokens        402 insufficient_tokens (required, balance, token_type)
     ├── Conflict                  409
     │   ├── IdempotencyConflict   409 idempotency_conflict: request_id reused elsewhere
-    │   ├── ReservationExceeded   409 reservation_exceeded: commit above the estimate
     │   ├── ReservationNotActive  409 reservation_not_active: hold already settled/expired
     │   └── AlreadyRefunded       409 already_refunded
     └── RateLimited               429 rate_limited (retry_after seconds)
@@ -178,12 +178,6 @@ class IdempotencyConflict(Conflict):
     default_reason = "idempotency_conflict"
 
 
-class ReservationExceeded(Conflict):
-    """commit_reservation with more than the estimate (refused, the hold stays active)."""
-
-    default_reason = "reservation_exceeded"
-
-
 class ReservationNotActive(Conflict):
     """The hold was already committed, released or has expired."""
 
@@ -225,12 +219,13 @@ _BY_REASON: dict[str, type[TokensError]] = {
         OrganizationNotFound,
         InsufficientTokens,
         IdempotencyConflict,
-        ReservationExceeded,
         ReservationNotActive,
         AlreadyRefunded,
         RateLimited,
     )
 }
+# The host's plan is not a row of ai_plans: for the caller, the feature is not in their plan.
+_BY_REASON["plan_not_configured"] = FeatureNotInPlan
 _BY_STATUS: dict[int, type[TokensError]] = {
     400: InvalidRequest,
     401: Unauthenticated,

@@ -46,6 +46,8 @@ class TokenTypeStats(_Model):
     purchased_balance: int = 0
     reserved: int = 0
     available: int | None = None
+    #: overruns carried to the next period
+    debt: int = 0
     period_started_at: AwareDatetime | None = None
     refresh_date: AwareDatetime | None = None
 
@@ -180,6 +182,10 @@ class ReservationCommit(Reservation):
 
     remaining_balance: int
     uncharged: int = 0
+    #: what the balance could not cover, carried as debt to the next period (enforce mode)
+    debt_added: int = 0
+    #: how far ``actual`` went above the estimate
+    overrun: int = 0
     message: str
 
 

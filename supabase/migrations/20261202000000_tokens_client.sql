@@ -654,6 +654,7 @@ create table if not exists public.ai_tokens (
   purchased_balance integer not null default 0,
   reserved integer not null default 0,
   period_started_at timestamptz not null default now(),
+  debt bigint not null default 0 constraint ai_tokens_debt_not_negative check (debt >= 0),
   constraint ai_tokens_organization_token_type_key unique (organization_id, token_type),
   constraint ai_tokens_purchased_within_balance check (purchased_balance >= 0 and purchased_balance <= balance),
   constraint ai_tokens_reserved_not_negative check (reserved >= 0)
@@ -661,6 +662,7 @@ create table if not exists public.ai_tokens (
 comment on table public.ai_tokens is 'One row per organization and token type. balance never goes below zero (constraint), and only the token functions change it. organization_id names an organization of the host app (see the organization_exists seam).';
 comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
 comment on column public.ai_tokens.reserved is 'Tokens held by active reservations: available = balance - reserved.';
+comment on column public.ai_tokens.debt is 'Tokens used beyond what was available (a reservation committed above its estimate when the balance could not cover it): taken from the next period''s allowance at the refresh.';
 comment on column public.ai_tokens.period_started_at is 'Start of the current allocation period (the last refresh boundary).';
 create index if not exists ai_tokens_token_type_idx on public.ai_tokens (token_type);
 create index if not exists idx_ai_tokens_refresh on public.ai_tokens (refresh_date) where refresh_date is not null;
@@ -736,6 +738,7 @@ begin
   account.balance := account.total_allocated;
   account.purchased_balance := 0;
   account.reserved := 0;
+  account.debt := 0;
   select t.period_started_at, t.refresh_date into sibling
   from public.ai_tokens t
   where t.organization_id = unopened_account.organization_id and t.refresh_date > now()
@@ -1196,8 +1199,10 @@ begin
     select * into boundary from ai_tokens_internal.next_refresh(account.refresh_date);
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'refresh', 'reason', format('period starting %s', boundary.period_start)));
+    -- Debt from overruns comes out of the new period's allowance (never the purchased part).
     update public.ai_tokens t
-    set balance = coalesce(allocation, 0) + t.purchased_balance,
+    set balance = greatest(coalesce(allocation, 0) - t.debt, 0) + t.purchased_balance,
+        debt = greatest(t.debt - coalesce(allocation, 0), 0),
         total_allocated = coalesce(allocation, 0),
         period_started_at = boundary.period_start,
         refresh_date = boundary.next_refresh_date,
@@ -1246,7 +1251,8 @@ begin
     allocation := ai_tokens_internal.plan_allocation(
       ai_tokens_internal.organization_plan(settled.organization_id), settled.token_type);
     select * into boundary from ai_tokens_internal.next_refresh(settled.refresh_date);
-    settled.balance := coalesce(allocation, 0) + settled.purchased_balance;
+    settled.balance := greatest(coalesce(allocation, 0) - settled.debt, 0) + settled.purchased_balance;
+    settled.debt := greatest(settled.debt - coalesce(allocation, 0), 0);
     settled.total_allocated := coalesce(allocation, 0);
     settled.period_started_at := boundary.period_start;
     settled.refresh_date := boundary.next_refresh_date;
@@ -1753,14 +1759,15 @@ end
 $$;
 revoke all on function ai_tokens_internal.reservation_for_settlement(uuid) from public, anon, authenticated;
 
--- commit_reservation: charge the actual cost of a held AI call (0 <= actual <=
--- estimate), return the rest of the hold, and write the usage-log row (journaled
--- 'reservation_capture'). More than the estimate is refused (409
--- reservation_exceeded) and the hold stays active. A hold already committed,
--- released or expired is refused (409 reservation_not_active), so a retried commit
--- never charges twice. The charge never takes tokens held by other reservations and
--- never goes below zero; a shortfall (only possible in monitor mode, or when a refresh,
--- downgrade or expiry shrank the balance meanwhile) is reported and recorded.
+-- commit_reservation: charge the actual cost of a held AI call (actual >= 0; metered
+-- usage counted by the provider), return the rest of the hold, and write the usage-log
+-- row (journaled 'reservation_capture'). Overruns are never free and never refused after
+-- the fact: an actual above the estimate is charged from the hold plus whatever else is
+-- available now (never tokens held by other reservations, never below zero), and in
+-- enforce mode what could not be charged becomes debt on the row, taken from the next
+-- period's allowance at the refresh; the shortfall is recorded as an 'overrun' refusal
+-- alert. A hold already committed, released or expired is refused (409
+-- reservation_not_active), so a retried commit never charges twice.
 create or replace function public.commit_reservation(reservation_id uuid, actual integer)
 returns jsonb
 language plpgsql
@@ -1775,24 +1782,22 @@ declare
   new_usage_id uuid;
   remaining integer;
   remaining_purchased integer;
+  debt_added integer;
 begin
   if commit_reservation.actual is null or commit_reservation.actual < 0
      or commit_reservation.actual > 1000000000 then
-    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'actual must be between 0 and the estimate',
+    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'actual must be between 0 and 1000000000',
       jsonb_build_object('field', 'actual', 'actual', commit_reservation.actual));
   end if;
   hold := ai_tokens_internal.reservation_for_settlement(commit_reservation.reservation_id);
-  if commit_reservation.actual > hold.estimate then
-    perform ai_tokens_internal.refuse(409, 'reservation_exceeded',
-      format('actual %s exceeds the reserved estimate %s', commit_reservation.actual, hold.estimate),
-      jsonb_build_object('reservation_id', hold.id, 'estimate', hold.estimate, 'actual', commit_reservation.actual));
-  end if;
 
   account := ai_tokens_internal.settle_tokens(hold.organization_id, hold.token_type);
   charge := case
     when hold.enforcement = 'off' or account.id is null then 0
     else least(commit_reservation.actual, greatest(account.balance - (account.reserved - hold.held), 0)) end;
   new_usage_id := case when charge > 0 then gen_random_uuid() end;
+  debt_added := case when hold.enforcement = 'enforce' and account.id is not null
+                     then commit_reservation.actual - charge else 0 end;
 
   update public.ai_token_reservations r
   set status = 'committed', actual = commit_reservation.actual, charged = charge,
@@ -1814,6 +1819,7 @@ begin
     set balance = t.balance - charge,
         purchased_balance = least(t.purchased_balance, t.balance - charge),
         reserved = t.reserved - hold.held,
+        debt = t.debt + debt_added,
         updated_at = now()
     where t.id = account.id
     returning t.balance, t.purchased_balance into remaining, remaining_purchased;
@@ -1831,9 +1837,10 @@ begin
   end if;
   if charge < commit_reservation.actual and hold.enforcement <> 'off' then
     perform ai_tokens_internal.record_refusal(
-      ai_tokens_internal.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
-        jsonb_build_object('feature', hold.feature, 'token_type', hold.token_type,
-                           'required', commit_reservation.actual, 'balance', coalesce(account.balance, 0))),
+      ai_tokens_internal.refusal(402, 'overrun', 'The AI call used more tokens than were available',
+        jsonb_build_object('feature', hold.feature, 'token_type', hold.token_type, 'estimate', hold.estimate,
+                           'required', commit_reservation.actual, 'balance', coalesce(account.balance, 0),
+                           'shortfall', commit_reservation.actual - charge, 'debt_added', debt_added)),
       hold.organization_id, hold.token_type, 'monitor',
       jsonb_build_object('reservation_id', hold.id, 'user_id', hold.user_id, 'charged', charge,
                          'reservation_enforcement', hold.enforcement));
@@ -1842,6 +1849,8 @@ begin
   return ai_tokens_internal.reservation_json(hold) || jsonb_build_object(
     'remaining_balance', coalesce(remaining, 0),
     'uncharged', commit_reservation.actual - charge,
+    'debt_added', debt_added,
+    'overrun', greatest(commit_reservation.actual - hold.estimate, 0),
     'message', format('Used %s tokens for %s', charge, hold.feature));
 end
 $$;
@@ -1911,9 +1920,11 @@ create table if not exists public.ai_token_usage_log (
   reservation_id uuid references public.ai_token_reservations (id) on delete set null,
   refunded_at timestamptz,
   refunded_by uuid,
-  refund_reason text check (length(refund_reason) <= 500)
+  refund_reason text check (length(refund_reason) <= 500),
+  quantity integer not null default 1 check (quantity between 1 and 1000000)
 );
 comment on table public.ai_token_usage_log is 'One row per successful deduction, written in the same transaction as the balance change.';
+comment on column public.ai_token_usage_log.quantity is 'Units metered (deduct_tokens quantity): tokens_deducted = cost x quantity when fully charged.';
 comment on column public.ai_token_usage_log.reservation_id is 'The reservation this deduction committed (null for deduct_tokens).';
 create index if not exists idx_ai_token_usage_org_date on public.ai_token_usage_log (organization_id, created_at desc);
 create index if not exists ai_token_usage_log_user_date_idx on public.ai_token_usage_log (user_id, created_at desc);
@@ -2459,10 +2470,12 @@ comment on function public.has_enough_tokens(text, uuid) is 'tokens-client: may 
 -- Bad input (400), unknown features (404) and non-members (401/403) raise.
 -- Enforcement modes: monitor never refuses (spends what is available up to the cost
 -- and records what would have been refused); off spends and checks nothing.
+drop function if exists public.deduct_tokens(text, uuid, text);  -- before quantity (unreleased dev stacks)
 create or replace function public.deduct_tokens(
   feature text,
   organization_id uuid default null,
-  request_id text default null
+  request_id text default null,
+  quantity integer default 1
 )
 returns jsonb
 language plpgsql
@@ -2484,7 +2497,12 @@ declare
   charged integer;
   remaining integer;
   remaining_purchased integer;
+  cost integer;
 begin
+  if deduct_tokens.quantity is null or deduct_tokens.quantity < 1 or deduct_tokens.quantity > 1000000 then
+    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'quantity must be between 1 and 1000000',
+      jsonb_build_object('field', 'quantity', 'quantity', deduct_tokens.quantity, 'min', 1, 'max', 1000000));
+  end if;
   select o.resolved_organization_id, o.enforcement into target_organization, mode
   from ai_tokens_internal.open_spend(deduct_tokens.feature, deduct_tokens.organization_id, deduct_tokens.request_id) o;
 
@@ -2501,10 +2519,11 @@ begin
         perform ai_tokens_internal.refuse(409, 'idempotency_conflict', 'request_id was already used by another caller',
           jsonb_build_object('request_id', deduct_tokens.request_id));
       end if;
-      if previous.feature_used <> deduct_tokens.feature then
-        perform ai_tokens_internal.refuse(409, 'idempotency_conflict', 'request_id was already used for another feature',
+      if previous.feature_used <> deduct_tokens.feature or previous.quantity <> deduct_tokens.quantity then
+        perform ai_tokens_internal.refuse(409, 'idempotency_conflict', 'request_id was already used for another spend',
           jsonb_build_object('request_id', deduct_tokens.request_id, 'feature', deduct_tokens.feature,
-                             'original_feature', previous.feature_used));
+                             'quantity', deduct_tokens.quantity, 'original_feature', previous.feature_used,
+                             'original_quantity', previous.quantity));
       end if;
       return jsonb_build_object(
         'success', true,
@@ -2523,6 +2542,13 @@ begin
   end if;
 
   select * into price from ai_tokens_internal.look_up_feature(deduct_tokens.feature, target_organization);
+  -- Metered usage (e.g. LLM tokens counted by the provider): the feature's cost per unit.
+  if price.cost::bigint * deduct_tokens.quantity > 1000000000 then
+    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'quantity times the feature''s cost exceeds 1000000000',
+      jsonb_build_object('field', 'quantity', 'quantity', deduct_tokens.quantity, 'cost', price.cost,
+                         'max', 1000000000));
+  end if;
+  cost := price.cost * deduct_tokens.quantity;
 
   if mode = 'off' then
     select t.balance into remaining from public.ai_tokens t
@@ -2552,24 +2578,24 @@ begin
 
   perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id));
   update public.ai_tokens t
-  set balance = t.balance - price.cost,
-      purchased_balance = least(t.purchased_balance, t.balance - price.cost),
+  set balance = t.balance - cost,
+      purchased_balance = least(t.purchased_balance, t.balance - cost),
       updated_at = now()
   where t.organization_id = target_organization
     and t.token_type = price.token_type
-    and t.balance - t.reserved >= price.cost
+    and t.balance - t.reserved >= cost
     and not ai_tokens_internal.settlement_due(t.organization_id, t.token_type, t.refresh_date)
   returning t.balance, t.purchased_balance into remaining, remaining_purchased;
   perform ai_tokens_internal.journal_as(null);
 
   if remaining is not null then
-    charged := price.cost;
+    charged := cost;
   else
     -- Slow path: lock and settle the row, then decide under the lock.
     account := ai_tokens_internal.open_account(target_organization, price.token_type);
-    charged := ai_tokens_internal.obtainable(account, price.cost, mode);
-    if charged < price.cost then
-      insufficient := ai_tokens_internal.insufficient_refusal(deduct_tokens.feature, price.cost, price.token_type, account);
+    charged := ai_tokens_internal.obtainable(account, cost, mode);
+    if charged < cost then
+      insufficient := ai_tokens_internal.insufficient_refusal(deduct_tokens.feature, cost, price.token_type, account);
       if mode = 'enforce' then
         return ai_tokens_internal.refusal_response(insufficient, target_organization, price.token_type, context);
       end if;
@@ -2591,10 +2617,10 @@ begin
 
   if charged > 0 then
     insert into public.ai_token_usage_log
-      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id)
+      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id, quantity)
     values
       (new_usage_id, target_organization, caller, price.token_type, deduct_tokens.feature, charged, remaining,
-       deduct_tokens.request_id);
+       deduct_tokens.request_id, deduct_tokens.quantity);
     -- The period allowance is used up: the rest came from grants.
     if remaining = remaining_purchased then
       perform ai_tokens_internal.consume_grants(target_organization, price.token_type, remaining_purchased, new_usage_id);
@@ -2620,9 +2646,9 @@ begin
     'message', format('Used %s tokens for %s', charged, deduct_tokens.feature));
 end
 $$;
-revoke all on function public.deduct_tokens(text, uuid, text) from public, anon, authenticated;
-grant execute on function public.deduct_tokens(text, uuid, text) to authenticated, service_role;
-comment on function public.deduct_tokens(text, uuid, text) is 'tokens-client: spend a feature''s cost atomically, journaled, idempotent on request_id';
+revoke all on function public.deduct_tokens(text, uuid, text, integer) from public, anon, authenticated;
+grant execute on function public.deduct_tokens(text, uuid, text, integer) to authenticated, service_role;
+comment on function public.deduct_tokens(text, uuid, text, integer) is 'tokens-client: spend a feature''s cost atomically, journaled, idempotent on request_id';
 
 -- get_token_stats: the organization's balances, totals and per-type state (the
 -- guide's stats endpoint), once what is due is settled. Members and the service role.
@@ -2665,6 +2691,7 @@ begin
            'purchased_balance', t.purchased_balance,
            'reserved', t.reserved,
            'available', greatest(t.balance - t.reserved, 0),
+           'debt', t.debt,
            'percent_remaining', case when t.total_allocated > 0
              then round(100.0 * t.balance / t.total_allocated, 1) else 0 end,
            'low', t.total_allocated > 0 and t.balance::bigint * 5 < t.total_allocated,

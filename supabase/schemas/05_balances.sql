@@ -18,6 +18,7 @@ create table if not exists public.ai_tokens (
   purchased_balance integer not null default 0,
   reserved integer not null default 0,
   period_started_at timestamptz not null default now(),
+  debt bigint not null default 0 constraint ai_tokens_debt_not_negative check (debt >= 0),
   constraint ai_tokens_organization_token_type_key unique (organization_id, token_type),
   constraint ai_tokens_purchased_within_balance check (purchased_balance >= 0 and purchased_balance <= balance),
   constraint ai_tokens_reserved_not_negative check (reserved >= 0)
@@ -25,6 +26,7 @@ create table if not exists public.ai_tokens (
 comment on table public.ai_tokens is 'One row per organization and token type. balance never goes below zero (constraint), and only the token functions change it. organization_id names an organization of the host app (see the organization_exists seam).';
 comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
 comment on column public.ai_tokens.reserved is 'Tokens held by active reservations: available = balance - reserved.';
+comment on column public.ai_tokens.debt is 'Tokens used beyond what was available (a reservation committed above its estimate when the balance could not cover it): taken from the next period''s allowance at the refresh.';
 comment on column public.ai_tokens.period_started_at is 'Start of the current allocation period (the last refresh boundary).';
 create index if not exists ai_tokens_token_type_idx on public.ai_tokens (token_type);
 create index if not exists idx_ai_tokens_refresh on public.ai_tokens (refresh_date) where refresh_date is not null;
@@ -100,6 +102,7 @@ begin
   account.balance := account.total_allocated;
   account.purchased_balance := 0;
   account.reserved := 0;
+  account.debt := 0;
   select t.period_started_at, t.refresh_date into sibling
   from public.ai_tokens t
   where t.organization_id = unopened_account.organization_id and t.refresh_date > now()

@@ -138,8 +138,10 @@ begin
     select * into boundary from ai_tokens_internal.next_refresh(account.refresh_date);
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'refresh', 'reason', format('period starting %s', boundary.period_start)));
+    -- Debt from overruns comes out of the new period's allowance (never the purchased part).
     update public.ai_tokens t
-    set balance = coalesce(allocation, 0) + t.purchased_balance,
+    set balance = greatest(coalesce(allocation, 0) - t.debt, 0) + t.purchased_balance,
+        debt = greatest(t.debt - coalesce(allocation, 0), 0),
         total_allocated = coalesce(allocation, 0),
         period_started_at = boundary.period_start,
         refresh_date = boundary.next_refresh_date,
@@ -188,7 +190,8 @@ begin
     allocation := ai_tokens_internal.plan_allocation(
       ai_tokens_internal.organization_plan(settled.organization_id), settled.token_type);
     select * into boundary from ai_tokens_internal.next_refresh(settled.refresh_date);
-    settled.balance := coalesce(allocation, 0) + settled.purchased_balance;
+    settled.balance := greatest(coalesce(allocation, 0) - settled.debt, 0) + settled.purchased_balance;
+    settled.debt := greatest(settled.debt - coalesce(allocation, 0), 0);
     settled.total_allocated := coalesce(allocation, 0);
     settled.period_started_at := boundary.period_start;
     settled.refresh_date := boundary.next_refresh_date;

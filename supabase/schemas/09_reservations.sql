@@ -240,14 +240,15 @@ end
 $$;
 revoke all on function ai_tokens_internal.reservation_for_settlement(uuid) from public, anon, authenticated;
 
--- commit_reservation: charge the actual cost of a held AI call (0 <= actual <=
--- estimate), return the rest of the hold, and write the usage-log row (journaled
--- 'reservation_capture'). More than the estimate is refused (409
--- reservation_exceeded) and the hold stays active. A hold already committed,
--- released or expired is refused (409 reservation_not_active), so a retried commit
--- never charges twice. The charge never takes tokens held by other reservations and
--- never goes below zero; a shortfall (only possible in monitor mode, or when a refresh,
--- downgrade or expiry shrank the balance meanwhile) is reported and recorded.
+-- commit_reservation: charge the actual cost of a held AI call (actual >= 0; metered
+-- usage counted by the provider), return the rest of the hold, and write the usage-log
+-- row (journaled 'reservation_capture'). Overruns are never free and never refused after
+-- the fact: an actual above the estimate is charged from the hold plus whatever else is
+-- available now (never tokens held by other reservations, never below zero), and in
+-- enforce mode what could not be charged becomes debt on the row, taken from the next
+-- period's allowance at the refresh; the shortfall is recorded as an 'overrun' refusal
+-- alert. A hold already committed, released or expired is refused (409
+-- reservation_not_active), so a retried commit never charges twice.
 create or replace function public.commit_reservation(reservation_id uuid, actual integer)
 returns jsonb
 language plpgsql
@@ -262,24 +263,22 @@ declare
   new_usage_id uuid;
   remaining integer;
   remaining_purchased integer;
+  debt_added integer;
 begin
   if commit_reservation.actual is null or commit_reservation.actual < 0
      or commit_reservation.actual > 1000000000 then
-    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'actual must be between 0 and the estimate',
+    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'actual must be between 0 and 1000000000',
       jsonb_build_object('field', 'actual', 'actual', commit_reservation.actual));
   end if;
   hold := ai_tokens_internal.reservation_for_settlement(commit_reservation.reservation_id);
-  if commit_reservation.actual > hold.estimate then
-    perform ai_tokens_internal.refuse(409, 'reservation_exceeded',
-      format('actual %s exceeds the reserved estimate %s', commit_reservation.actual, hold.estimate),
-      jsonb_build_object('reservation_id', hold.id, 'estimate', hold.estimate, 'actual', commit_reservation.actual));
-  end if;
 
   account := ai_tokens_internal.settle_tokens(hold.organization_id, hold.token_type);
   charge := case
     when hold.enforcement = 'off' or account.id is null then 0
     else least(commit_reservation.actual, greatest(account.balance - (account.reserved - hold.held), 0)) end;
   new_usage_id := case when charge > 0 then gen_random_uuid() end;
+  debt_added := case when hold.enforcement = 'enforce' and account.id is not null
+                     then commit_reservation.actual - charge else 0 end;
 
   update public.ai_token_reservations r
   set status = 'committed', actual = commit_reservation.actual, charged = charge,
@@ -301,6 +300,7 @@ begin
     set balance = t.balance - charge,
         purchased_balance = least(t.purchased_balance, t.balance - charge),
         reserved = t.reserved - hold.held,
+        debt = t.debt + debt_added,
         updated_at = now()
     where t.id = account.id
     returning t.balance, t.purchased_balance into remaining, remaining_purchased;
@@ -318,9 +318,10 @@ begin
   end if;
   if charge < commit_reservation.actual and hold.enforcement <> 'off' then
     perform ai_tokens_internal.record_refusal(
-      ai_tokens_internal.refusal(402, 'insufficient_tokens', 'You''re out of AI tokens',
-        jsonb_build_object('feature', hold.feature, 'token_type', hold.token_type,
-                           'required', commit_reservation.actual, 'balance', coalesce(account.balance, 0))),
+      ai_tokens_internal.refusal(402, 'overrun', 'The AI call used more tokens than were available',
+        jsonb_build_object('feature', hold.feature, 'token_type', hold.token_type, 'estimate', hold.estimate,
+                           'required', commit_reservation.actual, 'balance', coalesce(account.balance, 0),
+                           'shortfall', commit_reservation.actual - charge, 'debt_added', debt_added)),
       hold.organization_id, hold.token_type, 'monitor',
       jsonb_build_object('reservation_id', hold.id, 'user_id', hold.user_id, 'charged', charge,
                          'reservation_enforcement', hold.enforcement));
@@ -329,6 +330,8 @@ begin
   return ai_tokens_internal.reservation_json(hold) || jsonb_build_object(
     'remaining_balance', coalesce(remaining, 0),
     'uncharged', commit_reservation.actual - charge,
+    'debt_added', debt_added,
+    'overrun', greatest(commit_reservation.actual - hold.estimate, 0),
     'message', format('Used %s tokens for %s', charge, hold.feature));
 end
 $$;

@@ -17,9 +17,11 @@ create table if not exists public.ai_token_usage_log (
   reservation_id uuid references public.ai_token_reservations (id) on delete set null,
   refunded_at timestamptz,
   refunded_by uuid,
-  refund_reason text check (length(refund_reason) <= 500)
+  refund_reason text check (length(refund_reason) <= 500),
+  quantity integer not null default 1 check (quantity between 1 and 1000000)
 );
 comment on table public.ai_token_usage_log is 'One row per successful deduction, written in the same transaction as the balance change.';
+comment on column public.ai_token_usage_log.quantity is 'Units metered (deduct_tokens quantity): tokens_deducted = cost x quantity when fully charged.';
 comment on column public.ai_token_usage_log.reservation_id is 'The reservation this deduction committed (null for deduct_tokens).';
 create index if not exists idx_ai_token_usage_org_date on public.ai_token_usage_log (organization_id, created_at desc);
 create index if not exists ai_token_usage_log_user_date_idx on public.ai_token_usage_log (user_id, created_at desc);

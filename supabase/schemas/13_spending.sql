@@ -270,10 +270,12 @@ comment on function public.has_enough_tokens(text, uuid) is 'tokens-client: may 
 -- Bad input (400), unknown features (404) and non-members (401/403) raise.
 -- Enforcement modes: monitor never refuses (spends what is available up to the cost
 -- and records what would have been refused); off spends and checks nothing.
+drop function if exists public.deduct_tokens(text, uuid, text);  -- before quantity (unreleased dev stacks)
 create or replace function public.deduct_tokens(
   feature text,
   organization_id uuid default null,
-  request_id text default null
+  request_id text default null,
+  quantity integer default 1
 )
 returns jsonb
 language plpgsql
@@ -295,7 +297,12 @@ declare
   charged integer;
   remaining integer;
   remaining_purchased integer;
+  cost integer;
 begin
+  if deduct_tokens.quantity is null or deduct_tokens.quantity < 1 or deduct_tokens.quantity > 1000000 then
+    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'quantity must be between 1 and 1000000',
+      jsonb_build_object('field', 'quantity', 'quantity', deduct_tokens.quantity, 'min', 1, 'max', 1000000));
+  end if;
   select o.resolved_organization_id, o.enforcement into target_organization, mode
   from ai_tokens_internal.open_spend(deduct_tokens.feature, deduct_tokens.organization_id, deduct_tokens.request_id) o;
 
@@ -312,10 +319,11 @@ begin
         perform ai_tokens_internal.refuse(409, 'idempotency_conflict', 'request_id was already used by another caller',
           jsonb_build_object('request_id', deduct_tokens.request_id));
       end if;
-      if previous.feature_used <> deduct_tokens.feature then
-        perform ai_tokens_internal.refuse(409, 'idempotency_conflict', 'request_id was already used for another feature',
+      if previous.feature_used <> deduct_tokens.feature or previous.quantity <> deduct_tokens.quantity then
+        perform ai_tokens_internal.refuse(409, 'idempotency_conflict', 'request_id was already used for another spend',
           jsonb_build_object('request_id', deduct_tokens.request_id, 'feature', deduct_tokens.feature,
-                             'original_feature', previous.feature_used));
+                             'quantity', deduct_tokens.quantity, 'original_feature', previous.feature_used,
+                             'original_quantity', previous.quantity));
       end if;
       return jsonb_build_object(
         'success', true,
@@ -334,6 +342,13 @@ begin
   end if;
 
   select * into price from ai_tokens_internal.look_up_feature(deduct_tokens.feature, target_organization);
+  -- Metered usage (e.g. LLM tokens counted by the provider): the feature's cost per unit.
+  if price.cost::bigint * deduct_tokens.quantity > 1000000000 then
+    perform ai_tokens_internal.refuse(400, 'invalid_amount', 'quantity times the feature''s cost exceeds 1000000000',
+      jsonb_build_object('field', 'quantity', 'quantity', deduct_tokens.quantity, 'cost', price.cost,
+                         'max', 1000000000));
+  end if;
+  cost := price.cost * deduct_tokens.quantity;
 
   if mode = 'off' then
     select t.balance into remaining from public.ai_tokens t
@@ -363,24 +378,24 @@ begin
 
   perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id));
   update public.ai_tokens t
-  set balance = t.balance - price.cost,
-      purchased_balance = least(t.purchased_balance, t.balance - price.cost),
+  set balance = t.balance - cost,
+      purchased_balance = least(t.purchased_balance, t.balance - cost),
       updated_at = now()
   where t.organization_id = target_organization
     and t.token_type = price.token_type
-    and t.balance - t.reserved >= price.cost
+    and t.balance - t.reserved >= cost
     and not ai_tokens_internal.settlement_due(t.organization_id, t.token_type, t.refresh_date)
   returning t.balance, t.purchased_balance into remaining, remaining_purchased;
   perform ai_tokens_internal.journal_as(null);
 
   if remaining is not null then
-    charged := price.cost;
+    charged := cost;
   else
     -- Slow path: lock and settle the row, then decide under the lock.
     account := ai_tokens_internal.open_account(target_organization, price.token_type);
-    charged := ai_tokens_internal.obtainable(account, price.cost, mode);
-    if charged < price.cost then
-      insufficient := ai_tokens_internal.insufficient_refusal(deduct_tokens.feature, price.cost, price.token_type, account);
+    charged := ai_tokens_internal.obtainable(account, cost, mode);
+    if charged < cost then
+      insufficient := ai_tokens_internal.insufficient_refusal(deduct_tokens.feature, cost, price.token_type, account);
       if mode = 'enforce' then
         return ai_tokens_internal.refusal_response(insufficient, target_organization, price.token_type, context);
       end if;
@@ -402,10 +417,10 @@ begin
 
   if charged > 0 then
     insert into public.ai_token_usage_log
-      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id)
+      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id, quantity)
     values
       (new_usage_id, target_organization, caller, price.token_type, deduct_tokens.feature, charged, remaining,
-       deduct_tokens.request_id);
+       deduct_tokens.request_id, deduct_tokens.quantity);
     -- The period allowance is used up: the rest came from grants.
     if remaining = remaining_purchased then
       perform ai_tokens_internal.consume_grants(target_organization, price.token_type, remaining_purchased, new_usage_id);
@@ -431,9 +446,9 @@ begin
     'message', format('Used %s tokens for %s', charged, deduct_tokens.feature));
 end
 $$;
-revoke all on function public.deduct_tokens(text, uuid, text) from public, anon, authenticated;
-grant execute on function public.deduct_tokens(text, uuid, text) to authenticated, service_role;
-comment on function public.deduct_tokens(text, uuid, text) is 'tokens-client: spend a feature''s cost atomically, journaled, idempotent on request_id';
+revoke all on function public.deduct_tokens(text, uuid, text, integer) from public, anon, authenticated;
+grant execute on function public.deduct_tokens(text, uuid, text, integer) to authenticated, service_role;
+comment on function public.deduct_tokens(text, uuid, text, integer) is 'tokens-client: spend a feature''s cost atomically, journaled, idempotent on request_id';
 
 -- get_token_stats: the organization's balances, totals and per-type state (the
 -- guide's stats endpoint), once what is due is settled. Members and the service role.
@@ -476,6 +491,7 @@ begin
            'purchased_balance', t.purchased_balance,
            'reserved', t.reserved,
            'available', greatest(t.balance - t.reserved, 0),
+           'debt', t.debt,
            'percent_remaining', case when t.total_allocated > 0
              then round(100.0 * t.balance / t.total_allocated, 1) else 0 end,
            'low', t.total_allocated > 0 and t.balance::bigint * 5 < t.total_allocated,

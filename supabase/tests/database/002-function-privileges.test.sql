@@ -36,7 +36,7 @@ insert into tests.intended_grants values
   ('public.verify_token_ledger(uuid)',                            false, false, false, true),
   -- The user API: signed-in users and the service role.
   ('public.has_enough_tokens(text,uuid)',                         true,  false, true,  true),
-  ('public.deduct_tokens(text,uuid,text)',                        true,  false, true,  true),
+  ('public.deduct_tokens(text,uuid,text,integer)',                        true,  false, true,  true),
   ('public.get_token_stats(uuid)',                                true,  false, true,  true),
   ('public.reserve_tokens(text,integer,integer,text,uuid)',       true,  false, true,  true),
   ('public.commit_reservation(uuid,integer)',                     true,  false, true,  true),

@@ -11,7 +11,7 @@ select results_eq(
   $$select f, has_function_privilege('anon', f, 'execute'), has_function_privilege('authenticated', f, 'execute'),
            has_function_privilege('service_role', f, 'execute')
     from unnest(array[
-      'public.deduct_tokens(text, uuid, text)', 'public.has_enough_tokens(text, uuid)', 'public.get_token_stats(uuid)',
+      'public.deduct_tokens(text, uuid, text, integer)', 'public.has_enough_tokens(text, uuid)', 'public.get_token_stats(uuid)',
       'public.reserve_tokens(text, integer, integer, text, uuid)', 'public.commit_reservation(uuid, integer)',
       'public.release_reservation(uuid)', 'public.refund_deduction(uuid, text)',
       'public.initialize_tokens(uuid, text)', 'public.grant_tokens(uuid, text, integer, timestamp with time zone, text, text)',
@@ -19,7 +19,7 @@ select results_eq(
       'public.refresh_due_tokens()', 'public.verify_token_ledger(uuid)',
       'public.set_rate_limit(integer, integer, uuid, text, text)']) f$$,
   $$values
-      ('public.deduct_tokens(text, uuid, text)', false, true, true),
+      ('public.deduct_tokens(text, uuid, text, integer)', false, true, true),
       ('public.has_enough_tokens(text, uuid)', false, true, true),
       ('public.get_token_stats(uuid)', false, true, true),
       ('public.reserve_tokens(text, integer, integer, text, uuid)', false, true, true),

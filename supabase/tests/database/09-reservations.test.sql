@@ -1,11 +1,11 @@
 -- Reservations: holds count against the balance until committed, released or expired;
--- commit charges the actual amount (never more than the estimate) and writes the usage
--- row; a settled hold cannot be settled again; only the holder, admins and the service
+-- commit charges the actual amount (above the estimate too: overruns are charged, the
+-- rest carried as debt) and writes the usage row; a settled hold cannot be settled again; only the holder, admins and the service
 -- role settle a hold.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(43);
+select plan(47);
 
 -- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
@@ -49,7 +49,7 @@ select public.commit_reservation(((:'hold'::jsonb) ->> 'reservation_id')::uuid, 
 select is((:'committed'::jsonb) - 'usage_id' - 'expires_at' - 'created_at' - 'settled_at' - 'reservation_id',
   jsonb_build_object('organization_id', :'org_a', 'feature', 'generate_quest', 'token_type', 'goal_generation',
     'user_id', :'member_a', 'estimate', 15, 'held', 15, 'status', 'committed', 'actual', 10, 'tokens_deducted', 10,
-    'request_id', null, 'enforcement', 'enforce', 'remaining_balance', 7, 'uncharged', 0,
+    'request_id', null, 'enforcement', 'enforce', 'remaining_balance', 7, 'uncharged', 0, 'debt_added', 0, 'overrun', 0,
     'message', 'Used 10 tokens for generate_quest'),
   'commit_reservation charges the actual amount');
 select tests.clear_authentication();
@@ -77,14 +77,33 @@ select is(tests.refusal(format('select public.commit_reservation(%L, 10)', (:'ho
 select is(tests.refusal(format('select public.release_reservation(%L)', (:'hold'::jsonb) ->> 'reservation_id')) -> 'detail' ->> 'reason',
   'reservation_not_active', 'a committed hold cannot be released');
 
--- More than the estimate is refused and the hold stays.
 select public.reserve_tokens('generate_quest', 5) ->> 'reservation_id' as hold2 \gset
-select is(tests.refusal(format('select public.commit_reservation(%L, 6)', :'hold2')),
-  jsonb_build_object('sqlstate', 'PT409', 'message', 'actual 6 exceeds the reserved estimate 5',
-    'detail', jsonb_build_object('reason', 'reservation_exceeded', 'reservation_id', :'hold2', 'estimate', 5, 'actual', 6)),
-  'committing more than the estimate is refused (409 reservation_exceeded)');
 select tests.clear_authentication();
-select is((select status from public.ai_token_reservations where id = :'hold2'), 'active', 'the hold stays active after that refusal');
+
+-- Overruns are never free: more than the estimate is charged, from the hold and what
+-- else is available; what the balance cannot cover becomes debt on the next period.
+select tests.authenticate_as(:'outsider');
+select public.reserve_tokens('ask_assistant', 10) ->> 'reservation_id' as over \gset
+select is(public.commit_reservation(:'over', 12) - '{reservation_id, expires_at, created_at, settled_at, usage_id, organization_id, user_id}'::text[],
+  jsonb_build_object('feature', 'ask_assistant', 'token_type', 'general', 'estimate', 10, 'held', 10, 'status', 'committed',
+    'actual', 12, 'tokens_deducted', 12, 'request_id', null, 'enforcement', 'enforce', 'remaining_balance', 38,
+    'uncharged', 0, 'debt_added', 0, 'overrun', 2, 'message', 'Used 12 tokens for ask_assistant'),
+  'a commit above the estimate charges the actual (12 of a 10 hold) when the balance covers it');
+select public.reserve_tokens('ask_assistant', 38) ->> 'reservation_id' as all_in \gset
+select is(public.commit_reservation(:'all_in', 50) -> 'tokens_deducted', '38'::jsonb,
+  'an overrun the balance cannot cover charges everything available (38)');
+select tests.clear_authentication();
+select results_eq(
+  format($$select balance, reserved, debt from public.ai_tokens where organization_id = %L and token_type = 'general'$$, :'org_b'),
+  $$values (0, 0, 12::bigint)$$, 'and the 12 it could not charge are debt on the row');
+select is((select count(*) from public.ai_token_alerts where organization_id = :'org_b' and reason = 'overrun'), 1::bigint,
+  'the shortfall is recorded as an overrun alert');
+update public.ai_tokens set refresh_date = now() - interval '1 minute' where organization_id = :'org_b';
+select from public.refresh_due_tokens();
+select results_eq(
+  format($$select balance, total_allocated, debt from public.ai_tokens where organization_id = %L and token_type = 'general'$$, :'org_b'),
+  $$values (38, 50, 0::bigint)$$, 'the refresh takes the debt from the new allowance (50 - 12)');
+select is_empty(format('select * from public.verify_token_ledger(%L)', :'org_b'), 'the journal stays exact through overrun and debt');
 
 -- Who may settle a hold.
 select tests.authenticate_as(:'member_a2');

@@ -11,7 +11,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(94);
+select plan(98);
 
 -- ------------------------------------------------------------------ helpers
 -- Fixtures by name (tests.id('pro org')), callers, and what a call raises
@@ -345,12 +345,12 @@ select results_eq(
 );
 
 select throws_ok($$ select public.deduct_tokens('generate_leads', request_id => 'req-1') $$,
-  'PT409', 'request_id was already used for another feature',
+  'PT409', 'request_id was already used for another spend',
   'the same request_id for another feature: PT409');
 select is(
   tests.refusal($$ select public.deduct_tokens('generate_leads', request_id => 'req-1') $$) -> 'detail',
   '{"reason": "idempotency_conflict", "request_id": "req-1", "feature": "generate_leads",
-    "original_feature": "ask_assistant"}'::jsonb,
+    "quantity": 1, "original_feature": "ask_assistant", "original_quantity": 1}'::jsonb,
   'the same request_id for another feature: the reason is idempotency_conflict'
 );
 select results_eq(
@@ -358,6 +358,7 @@ select results_eq(
   $$ values (50, 9) $$,
   'the conflicting request spent nothing'
 );
+
 
 select is(
   tests.refusal(format('select public.deduct_tokens(%L, request_id => %L)', 'ask_assistant', r.request_id)),
@@ -556,7 +557,7 @@ select is(
    from jsonb_array_elements(tests.result('stats at 20%') -> 'by_type') e
    where e ->> 'token_type' = 'goal_generation'),
   '{"token_type": "goal_generation", "balance": 4, "allocated": 20, "used": 16,
-    "purchased_balance": 0, "reserved": 0, "available": 4,
+    "purchased_balance": 0, "reserved": 0, "available": 4, "debt": 0,
     "percent_remaining": 20.0, "low": false}'::jsonb,
   'at exactly 20% of the allocation the type is not low'
 );
@@ -574,7 +575,7 @@ select is(
    from jsonb_array_elements(tests.result('stats at 10%') -> 'by_type') e
    where e ->> 'token_type' = 'goal_generation'),
   '{"token_type": "goal_generation", "balance": 2, "allocated": 20, "used": 18,
-    "purchased_balance": 0, "reserved": 0, "available": 2,
+    "purchased_balance": 0, "reserved": 0, "available": 2, "debt": 0,
     "percent_remaining": 10.0, "low": true}'::jsonb,
   'below 20% of the allocation the type is low'
 );
@@ -600,11 +601,32 @@ select is(
    from jsonb_array_elements(public.get_token_stats(tests.id('other org')) -> 'by_type') e
    where e ->> 'token_type' = 'general'),
   '{"token_type": "general", "balance": 500000000, "allocated": 500000000, "used": 0,
-    "purchased_balance": 0, "reserved": 0, "available": 500000000,
+    "purchased_balance": 0, "reserved": 0, "available": 500000000, "debt": 0,
     "percent_remaining": 100.0, "low": false}'::jsonb,
   'and reports it right: full, not low'
 );
 
+select tests.clear_authentication();
+
+-- ================================================================ metered quantity
+-- As the service role (never rate limited), for the pro org.
+select tests.authenticate_as_service_role();
+select is((public.deduct_tokens('forecast_revenue', organization_id => tests.id('pro org'), request_id => 'metered-1', quantity => 3) ->> 'tokens_deducted')::integer, 15,
+  'quantity 3 of a feature costing 5 charges 15 in one call');
+select is((public.deduct_tokens('forecast_revenue', organization_id => tests.id('pro org'), request_id => 'metered-1', quantity => 3) ->> 'replayed')::boolean, true,
+  'the same request_id and quantity replays');
+select is(tests.refusal($$ select public.deduct_tokens('forecast_revenue', organization_id => tests.id('pro org'), request_id => 'metered-1', quantity => 4) $$) -> 'detail' ->> 'reason',
+  'idempotency_conflict', 'the same request_id with another quantity is a conflict (the payload is part of the key)');
+select results_eq(
+  $$ select f -> 'detail' ->> 'reason', f -> 'detail' ->> 'field' from (values
+       (1, tests.refusal('select public.deduct_tokens(''ask_assistant'', tests.id(''pro org''), quantity => 0)')),
+       (2, tests.refusal('select public.deduct_tokens(''ask_assistant'', tests.id(''pro org''), quantity => -5)')),
+       (3, tests.refusal('select public.deduct_tokens(''ask_assistant'', tests.id(''pro org''), quantity => 1000001)')),
+       (4, tests.refusal('select public.deduct_tokens(''ask_assistant'', tests.id(''pro org''), quantity => null)'))) v (n, f) order by n $$,
+  $$ values ('invalid_amount', 'quantity'), ('invalid_amount', 'quantity'), ('invalid_amount', 'quantity'),
+            ('invalid_amount', 'quantity') $$,
+  'zero, negative, huge and missing quantities are invalid_amount');
+select tests.authenticate_as(tests.id('member'));
 select tests.clear_authentication();
 
 select * from finish();
