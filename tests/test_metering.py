@@ -190,10 +190,11 @@ def test_an_overrun_in_spend_is_charged_and_the_rest_is_debt(
     assert (hold.result.tokens_deducted, hold.result.debt_added) == (36, 9)
     general = next(t for t in client.stats().by_type if t.token_type == "general")
     assert (general.balance, general.debt) == (0, 9)
-    assert db.value(
-        "select count(*) from ai_token_alerts where organization_id = %s and reason = 'overrun'",
-        (member.organization_id,),
-    ) == 1
-    assert db.execute(
-        "select * from verify_token_ledger(%s)", (member.organization_id,)
-    ) == []
+    assert (
+        db.value(
+            "select count(*) from ai_token_alerts where organization_id = %s and reason = 'overrun'",
+            (member.organization_id,),
+        )
+        == 1
+    )
+    assert db.execute("select * from verify_token_ledger(%s)", (member.organization_id,)) == []
