@@ -192,7 +192,8 @@ def test_an_overrun_in_spend_is_charged_and_the_rest_is_debt(
     assert (general.balance, general.debt) == (0, 9)
     assert (
         db.value(
-            "select count(*) from ai_token_alerts where organization_id = %s and reason = 'overrun'",
+            "select count(*) from ai_token_alerts "
+            "where organization_id = %s and reason = 'overrun'",
             (member.organization_id,),
         )
         == 1
