@@ -23,6 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,12 @@ create policy "members read their quests" on public.quests
 create policy "members add quests" on public.quests
   for insert to authenticated with check (organization_id = (select public.my_organization_id()));
 
--- The app's grants (Supabase's defaults gave the API roles everything; it kept them).
+-- The app's grants (Supabase's defaults gave the API roles everything): anon reads no
+-- organization, and a user may change only their own name and avatar, never their
+-- organization or role (README: the membership seam trusts those columns).
 revoke all on public.organizations from anon;
+revoke update on public.user_profiles from authenticated;
+grant update (full_name, avatar_url) on public.user_profiles to authenticated;
 
 -- Supabase's pattern: every new user gets a profile.
 create function public.handle_new_user() returns trigger
@@ -664,3 +669,97 @@ def test_profiles_without_a_role_column_make_everyone_a_member(pasted: str) -> N
             conn.execute("select public.deduct_tokens('ask_assistant')")
     assert raised.value.diag.sqlstate == "PT403"
     assert json.loads(raised.value.diag.message_detail or "{}")["reason"] == "not_a_member"
+
+
+# ------------------------------------------------ refusals and upgrades of an install
+
+
+@contextmanager
+def scratch(host_app: HostApp, host_sql: str) -> Iterator[str]:
+    name = f"host_scratch_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(host_app.db_url, autocommit=True) as conn:
+        conn.execute(f"create database {name} template {TEMPLATE_DB}")
+    url = host_app.db_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(host_sql)
+        yield url
+    finally:
+        with psycopg.connect(host_app.db_url, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+def baseline_files() -> list[Path]:
+    return sorted((PROJECT / "supabase" / "migrations").glob("*.sql"))
+
+
+def our_objects(url: str) -> tuple[Any, ...] | None:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select to_regnamespace('ai_tokens_internal'), "
+            "(select count(*) from pg_class where relname like 'ai\\_%' and relkind = 'r')"
+        ).fetchone()
+
+
+def test_a_host_function_of_the_same_name_stops_the_install_and_nothing_changes(
+    host_app: HostApp,
+) -> None:
+    own = host_app_sql() + (
+        "create function public.deduct_tokens(p_feature text, p_org uuid, p_action text) "
+        "returns integer language sql as $$ select 1 $$;"
+    )
+    with scratch(host_app, own) as url:
+        before = our_objects(url)
+        result = psql_file(url, baseline_files()[0])
+        assert result.returncode != 0
+        assert "are not ours" in result.stderr
+        assert our_objects(url) == before
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select to_regprocedure('public.deduct_tokens(text,uuid,text)')")
+
+
+def test_the_guides_own_migration_004_tables_are_refused_with_a_way_out(
+    host_app: HostApp,
+) -> None:
+    guide_004 = host_app_sql() + (
+        "create table public.ai_tokens (id uuid primary key default gen_random_uuid(), "
+        "organization_id uuid, token_type text, balance integer, total_allocated integer, "
+        "refresh_date timestamptz);"
+    )
+    with scratch(host_app, guide_004) as url:
+        result = psql_file(url, baseline_files()[0])
+        assert result.returncode != 0
+        assert "migration 004" in result.stderr
+        assert "rename" in result.stderr.lower()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select to_regnamespace('ai_tokens_internal')").fetchone() == (
+                None,
+            )
+
+
+def test_a_second_install_keeps_a_replaced_seam_and_the_catalog_as_edited(
+    host_app: HostApp,
+) -> None:
+    with scratch(host_app, host_app_sql()) as url:
+        for path in baseline_files():
+            assert psql_file(url, path).returncode == 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "create or replace function ai_tokens_internal.memberships() "
+                "returns table (organization_id uuid, role text) language sql stable "
+                "security definer set search_path = '' as $$ select null::uuid, null::text "
+                "where false $$"
+            )
+            conn.execute("delete from public.ai_features where feature = 'generate_leads'")
+            conn.execute("update public.ai_features set cost = 4 where feature = 'generate_goal'")
+        for path in baseline_files():
+            assert psql_file(url, path).returncode == 0
+        with psycopg.connect(url) as conn:
+            body = conn.execute(
+                "select prosrc from pg_proc where oid = 'ai_tokens_internal.memberships()'::regprocedure"
+            ).fetchone()
+            features = dict(conn.execute("select feature, cost from public.ai_features").fetchall())
+    assert body is not None
+    assert "where false" in body[0], "our migrations never overwrite a seam you replaced"
+    assert "generate_leads" not in features, "a deleted catalog row stays deleted"
+    assert features["generate_goal"] == 4, "an edited catalog row stays edited"

@@ -19,6 +19,37 @@
 -- Function bodies name tables of later files, so they are checked when first called.
 set check_function_bodies = off;
 
+-- Before anything is created: refuse to install over objects of the same names that are
+-- not ours (a host function called deduct_tokens, or the guide's own migration 004
+-- tables). Nothing is changed when this refuses.
+do $$
+declare
+  clash text;
+begin
+  select string_agg(p.oid::regprocedure::text, ', ') into clash
+  from pg_catalog.pg_proc p
+  where p.pronamespace = 'public'::regnamespace
+    and p.proname in ('initialize_tokens', 'has_enough_tokens', 'deduct_tokens', 'get_token_stats',
+                      'verify_token_ledger', 'refresh_due_tokens', 'grant_tokens', 'reserve_tokens',
+                      'commit_reservation', 'release_reservation', 'set_rate_limit', 'refund_deduction',
+                      'set_organization_plan', 'get_usage_report', 'set_enforcement_mode')
+    and coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') not like 'tokens-client:%';
+  if clash is not null then
+    raise exception 'tokens-client: functions of the same names exist in public and are not ours: %', clash
+      using hint = 'Rename or drop them, then run this again. Nothing was changed.';
+  end if;
+  if (to_regclass('public.ai_tokens') is not null and not exists (
+        select 1 from pg_catalog.pg_attribute a
+        where a.attrelid = to_regclass('public.ai_tokens') and a.attname = 'period_started_at'))
+     or (to_regclass('public.ai_token_usage_log') is not null and not exists (
+        select 1 from pg_catalog.pg_attribute a
+        where a.attrelid = to_regclass('public.ai_token_usage_log') and a.attname = 'refunded_at')) then
+    raise exception 'tokens-client: public.ai_tokens or public.ai_token_usage_log exist but were not created by tokens-client (the guide''s migration 004?)'
+      using hint = 'Rename them aside (alter table public.ai_tokens rename to ai_tokens_guide; the same for ai_token_usage_log), run this again, then copy the balances over (README: "Coming from the guide''s migration 004"). Nothing was changed.';
+  end if;
+end
+$$;
+
 create schema if not exists ai_tokens_internal;
 comment on schema ai_tokens_internal is 'tokens-client internal helpers; not exposed by PostgREST.';
 revoke all on schema ai_tokens_internal from public;
@@ -135,7 +166,15 @@ grant execute on function ai_tokens_internal.journal_as(jsonb) to service_role;
 --                         text, and optionally role text: owner | admin | member)
 -- An app with another model (a members table, several organizations per user, plans
 -- kept elsewhere) replaces the bodies below with `create or replace function`, keeping
--- each signature and result. Every seam is SECURITY DEFINER (it reads your tables as
+-- each signature and result. Each seam is created only when absent, so running our
+-- migrations again (or an upgrade) never overwrites a seam you replaced.
+--
+-- SAFETY: membership is what these functions say it is. With the default bodies, a user
+-- who can UPDATE their own user_profiles.organization_id or role (Supabase grants UPDATE
+-- on every column unless you narrow it) can join any organization or make themselves
+-- owner, in your app and here. Grant users UPDATE only on the columns they may change,
+-- e.g. `revoke update on public.user_profiles from authenticated;
+-- grant update (full_name) on public.user_profiles to authenticated;`. Every seam is SECURITY DEFINER (it reads your tables as
 -- their owner, so your own policies neither recurse nor hide rows from us) and is
 -- executable only by the roles named below it.
 --
@@ -146,45 +185,63 @@ set check_function_bodies = off;
 -- The caller's memberships: (organization_id, role) for auth.uid(). Every policy and
 -- function decides membership through this. Default: the user's profile row; its
 -- role column when the table has one, else 'member'.
-create or replace function ai_tokens_internal.memberships()
-returns table (organization_id uuid, role text)
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select p.organization_id, coalesce(to_jsonb(p) ->> 'role', 'member')
-  from public.user_profiles p
-  where p.id = (select auth.uid())
-    and p.organization_id is not null
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.memberships()') is null then
+    create function ai_tokens_internal.memberships()
+    returns table (organization_id uuid, role text)
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select p.organization_id, coalesce(to_jsonb(p) ->> 'role', 'member')
+      from public.user_profiles p
+      where p.id = (select auth.uid())
+        and p.organization_id is not null
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.memberships() from public, anon;
 grant execute on function ai_tokens_internal.memberships() to authenticated, service_role;
 
 -- Does the host have this organization?
-create or replace function ai_tokens_internal.organization_exists(organization_id uuid)
-returns boolean
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select exists (select 1 from public.organizations o where o.id = organization_exists.organization_id)
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.organization_exists(uuid)') is null then
+    create function ai_tokens_internal.organization_exists(organization_id uuid)
+    returns boolean
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select exists (select 1 from public.organizations o where o.id = organization_exists.organization_id)
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.organization_exists(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.organization_exists(uuid) to service_role;
 
 -- The organization's plan as text (an enum-typed column is cast here), or null when
 -- the organization does not exist. The name is looked up in public.ai_plans.
-create or replace function ai_tokens_internal.organization_plan(organization_id uuid)
-returns text
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select o.plan::text from public.organizations o where o.id = organization_plan.organization_id
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.organization_plan(uuid)') is null then
+    create function ai_tokens_internal.organization_plan(organization_id uuid)
+    returns text
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select o.plan::text from public.organizations o where o.id = organization_plan.organization_id
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.organization_plan(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.organization_plan(uuid) to service_role;
 
@@ -192,51 +249,69 @@ grant execute on function ai_tokens_internal.organization_plan(uuid) to service_
 -- webhook). The text is converted to the column's own type, so a text column and an
 -- enum column both work; a value the column refuses is 400 invalid_plan. Returns false
 -- when the organization does not exist. Only the plan column is written.
-create or replace function ai_tokens_internal.change_organization_plan(organization_id uuid, plan text)
-returns boolean
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+do $seam$
 begin
-  update public.organizations o
-  set plan = (jsonb_populate_record(null::public.organizations,
-                                    jsonb_build_object('plan', change_organization_plan.plan))).plan
-  where o.id = change_organization_plan.organization_id;
-  return found;
-exception
-  when invalid_text_representation or check_violation then
-    perform ai_tokens_internal.refuse(400, 'invalid_plan', 'The organization''s plan column does not accept this plan',
-      jsonb_build_object('plan', left(change_organization_plan.plan, 50)));
-    return false;
+  if to_regprocedure('ai_tokens_internal.change_organization_plan(uuid, text)') is null then
+    create function ai_tokens_internal.change_organization_plan(organization_id uuid, plan text)
+    returns boolean
+    language plpgsql
+    volatile
+    security definer
+    set search_path = ''
+    as $$
+    begin
+      update public.organizations o
+      set plan = (jsonb_populate_record(null::public.organizations,
+                                        jsonb_build_object('plan', change_organization_plan.plan))).plan
+      where o.id = change_organization_plan.organization_id;
+      return found;
+    exception
+      when invalid_text_representation or check_violation then
+        perform ai_tokens_internal.refuse(400, 'invalid_plan', 'The organization''s plan column does not accept this plan',
+          jsonb_build_object('plan', left(change_organization_plan.plan, 50)));
+        return false;
+    end
+    $$;
+  end if;
 end
-$$;
+$seam$;
 revoke all on function ai_tokens_internal.change_organization_plan(uuid, text) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.change_organization_plan(uuid, text) to service_role;
 
 -- Display names for reports and the dashboard (null when unknown).
-create or replace function ai_tokens_internal.organization_name(organization_id uuid)
-returns text
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select to_jsonb(o) ->> 'name' from public.organizations o where o.id = organization_name.organization_id
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.organization_name(uuid)') is null then
+    create function ai_tokens_internal.organization_name(organization_id uuid)
+    returns text
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select to_jsonb(o) ->> 'name' from public.organizations o where o.id = organization_name.organization_id
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.organization_name(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.organization_name(uuid) to service_role;
 
-create or replace function ai_tokens_internal.user_display_name(user_id uuid)
-returns text
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select to_jsonb(p) ->> 'full_name' from public.user_profiles p where p.id = user_display_name.user_id
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.user_display_name(uuid)') is null then
+    create function ai_tokens_internal.user_display_name(user_id uuid)
+    returns text
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select to_jsonb(p) ->> 'full_name' from public.user_profiles p where p.id = user_display_name.user_id
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.user_display_name(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.user_display_name(uuid) to service_role;
 
@@ -421,23 +496,31 @@ create policy "Service role manages settings"
   on public.ai_token_settings for all to service_role using (true) with check (true);
 
 -- ------------------------------------------------------------------ catalog data
--- The guide's catalog. Existing rows are kept (a second run changes nothing).
+-- The guide's catalog, written only into an empty table: a second run (or an upgrade)
+-- never brings back a row you deleted or changes one you edited.
 
-insert into public.ai_token_types (token_type, description) values
+insert into public.ai_token_types (token_type, description)
+select * from (values
   ('lead_generation', 'Finding and qualifying leads'),
   ('goal_generation', 'Generating goals and quests'),
   ('strategy_analysis', 'Analysing strategy'),
   ('forecast', 'Revenue forecasting'),
   ('general', 'General assistant use')
+) as defaults (token_type, description)
+where not exists (select 1 from public.ai_token_types)
 on conflict do nothing;
 
-insert into public.ai_plans (plan, description) values
+insert into public.ai_plans (plan, description)
+select * from (values
   ('starter', 'No AI features'),
   ('pro', 'AI features with a monthly allocation'),
   ('enterprise', 'Ten times the Pro allocation')
+) as defaults (plan, description)
+where not exists (select 1 from public.ai_plans)
 on conflict do nothing;
 
-insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) values
+insert into public.ai_plan_allocations (plan, token_type, monthly_allocation)
+select * from (values
   ('pro', 'lead_generation', 50),
   ('pro', 'goal_generation', 20),
   ('pro', 'strategy_analysis', 100),
@@ -448,16 +531,21 @@ insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) va
   ('enterprise', 'strategy_analysis', 1000),
   ('enterprise', 'forecast', 300),
   ('enterprise', 'general', 500)
+) as defaults (plan, token_type, monthly_allocation)
+where not exists (select 1 from public.ai_plan_allocations)
 on conflict do nothing;
 -- starter: no rows, so AI features are not available on it.
 
-insert into public.ai_features (feature, token_type, cost, description) values
+insert into public.ai_features (feature, token_type, cost, description)
+select * from (values
   ('generate_goal', 'goal_generation', 3, 'Generate a financial goal'),
   ('generate_quest', 'goal_generation', 2, 'Generate a quest for a goal'),
   ('generate_leads', 'lead_generation', 5, 'Generate a batch of leads'),
   ('analyze_strategy', 'strategy_analysis', 10, 'Analyse a strategy'),
   ('forecast_revenue', 'forecast', 5, 'Forecast revenue'),
   ('ask_assistant', 'general', 1, 'Ask the assistant a question')
+) as defaults (feature, token_type, cost, description)
+where not exists (select 1 from public.ai_features)
 on conflict do nothing;
 
 insert into public.ai_token_settings (cancelled_plan) values ('starter') on conflict do nothing;
@@ -2012,7 +2100,11 @@ create policy "Service role manages rate limits"
   on public.ai_rate_limits for all to service_role using (true) with check (true);
 
 -- The guide's "more than 5 in the last minute" as the default row.
-insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds) values (null, null, 5, 60)
+insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds)
+select * from (values
+  (null::text, null::text, 5, 60)
+) as defaults (plan, feature, max_requests, window_seconds)
+where not exists (select 1 from public.ai_rate_limits)
 on conflict do nothing;
 
 create or replace function ai_tokens_internal.check_rate_limit(user_id uuid, organization_id uuid, plan text, feature text)
@@ -2470,7 +2562,6 @@ comment on function public.has_enough_tokens(text, uuid) is 'tokens-client: may 
 -- Bad input (400), unknown features (404) and non-members (401/403) raise.
 -- Enforcement modes: monitor never refuses (spends what is available up to the cost
 -- and records what would have been refused); off spends and checks nothing.
-drop function if exists public.deduct_tokens(text, uuid, text);  -- before quantity (unreleased dev stacks)
 create or replace function public.deduct_tokens(
   feature text,
   organization_id uuid default null,
@@ -3058,15 +3149,21 @@ drop policy if exists "Service role manages the Stripe token packs" on public.st
 create policy "Service role manages the Stripe token packs"
   on public.stripe_token_packs for all to service_role using (true) with check (true);
 
-insert into public.stripe_price_plans (price_id, plan, description) values
+insert into public.stripe_price_plans (price_id, plan, description)
+select * from (values
   ('price_demo_pro_monthly', 'pro', 'Demo: Pro, monthly'),
   ('price_demo_pro_yearly', 'pro', 'Demo: Pro, yearly'),
   ('price_demo_enterprise_monthly', 'enterprise', 'Demo: Enterprise, monthly')
+) as defaults (price_id, plan, description)
+where not exists (select 1 from public.stripe_price_plans)
 on conflict do nothing;
 
-insert into public.stripe_token_packs (price_id, token_type, amount, expires_after_days, description) values
-  ('price_demo_pack_general_100', 'general', 100, null, 'Demo: 100 general tokens'),
+insert into public.stripe_token_packs (price_id, token_type, amount, expires_after_days, description)
+select * from (values
+  ('price_demo_pack_general_100', 'general', 100, null::integer, 'Demo: 100 general tokens'),
   ('price_demo_pack_forecast_50', 'forecast', 50, 90, 'Demo: 50 forecast tokens, valid 90 days')
+) as defaults (price_id, token_type, amount, expires_after_days, description)
+where not exists (select 1 from public.stripe_token_packs)
 on conflict do nothing;
 
 -- ============================================================ 18_schedule.sql
@@ -3080,5 +3177,30 @@ begin
   if exists (select from pg_extension where extname = 'pg_cron') then
     perform cron.schedule('ai-tokens-refresh-due', '17 3 * * *', 'select public.refresh_due_tokens()');
   end if;
+end
+$$;
+
+-- ============================================================ 99_sequence_privileges.sql
+-- tokens-client · 99 sequence privileges (runs last).
+--
+-- Supabase's default privileges grant every new sequence in public to anon and
+-- authenticated. The identity sequences of our tables are used only by our functions
+-- and the service role: take the API roles' rights away (a client could otherwise burn
+-- ids over a direct connection). Only sequences owned by tokens-client's tables.
+do $$
+declare
+  owned record;
+begin
+  for owned in
+    select s.oid::regclass as sequence_name
+    from pg_catalog.pg_class s
+    join pg_catalog.pg_depend d on d.classid = 'pg_catalog.pg_class'::regclass and d.objid = s.oid
+                               and d.deptype in ('a', 'i')
+    join pg_catalog.pg_class t on t.oid = d.refobjid
+    where s.relkind = 'S' and t.relnamespace = 'public'::regnamespace
+      and (t.relname like 'ai\_%' or t.relname like 'stripe\_%')
+  loop
+    execute format('revoke all on sequence %s from anon, authenticated', owned.sequence_name);
+  end loop;
 end
 $$;

@@ -11,6 +11,37 @@
 -- Function bodies name tables of later files, so they are checked when first called.
 set check_function_bodies = off;
 
+-- Before anything is created: refuse to install over objects of the same names that are
+-- not ours (a host function called deduct_tokens, or the guide's own migration 004
+-- tables). Nothing is changed when this refuses.
+do $$
+declare
+  clash text;
+begin
+  select string_agg(p.oid::regprocedure::text, ', ') into clash
+  from pg_catalog.pg_proc p
+  where p.pronamespace = 'public'::regnamespace
+    and p.proname in ('initialize_tokens', 'has_enough_tokens', 'deduct_tokens', 'get_token_stats',
+                      'verify_token_ledger', 'refresh_due_tokens', 'grant_tokens', 'reserve_tokens',
+                      'commit_reservation', 'release_reservation', 'set_rate_limit', 'refund_deduction',
+                      'set_organization_plan', 'get_usage_report', 'set_enforcement_mode')
+    and coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') not like 'tokens-client:%';
+  if clash is not null then
+    raise exception 'tokens-client: functions of the same names exist in public and are not ours: %', clash
+      using hint = 'Rename or drop them, then run this again. Nothing was changed.';
+  end if;
+  if (to_regclass('public.ai_tokens') is not null and not exists (
+        select 1 from pg_catalog.pg_attribute a
+        where a.attrelid = to_regclass('public.ai_tokens') and a.attname = 'period_started_at'))
+     or (to_regclass('public.ai_token_usage_log') is not null and not exists (
+        select 1 from pg_catalog.pg_attribute a
+        where a.attrelid = to_regclass('public.ai_token_usage_log') and a.attname = 'refunded_at')) then
+    raise exception 'tokens-client: public.ai_tokens or public.ai_token_usage_log exist but were not created by tokens-client (the guide''s migration 004?)'
+      using hint = 'Rename them aside (alter table public.ai_tokens rename to ai_tokens_guide; the same for ai_token_usage_log), run this again, then copy the balances over (README: "Coming from the guide''s migration 004"). Nothing was changed.';
+  end if;
+end
+$$;
+
 create schema if not exists ai_tokens_internal;
 comment on schema ai_tokens_internal is 'tokens-client internal helpers; not exposed by PostgREST.';
 revoke all on schema ai_tokens_internal from public;

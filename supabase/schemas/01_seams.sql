@@ -8,7 +8,15 @@
 --                         text, and optionally role text: owner | admin | member)
 -- An app with another model (a members table, several organizations per user, plans
 -- kept elsewhere) replaces the bodies below with `create or replace function`, keeping
--- each signature and result. Every seam is SECURITY DEFINER (it reads your tables as
+-- each signature and result. Each seam is created only when absent, so running our
+-- migrations again (or an upgrade) never overwrites a seam you replaced.
+--
+-- SAFETY: membership is what these functions say it is. With the default bodies, a user
+-- who can UPDATE their own user_profiles.organization_id or role (Supabase grants UPDATE
+-- on every column unless you narrow it) can join any organization or make themselves
+-- owner, in your app and here. Grant users UPDATE only on the columns they may change,
+-- e.g. `revoke update on public.user_profiles from authenticated;
+-- grant update (full_name) on public.user_profiles to authenticated;`. Every seam is SECURITY DEFINER (it reads your tables as
 -- their owner, so your own policies neither recurse nor hide rows from us) and is
 -- executable only by the roles named below it.
 --
@@ -19,45 +27,63 @@ set check_function_bodies = off;
 -- The caller's memberships: (organization_id, role) for auth.uid(). Every policy and
 -- function decides membership through this. Default: the user's profile row; its
 -- role column when the table has one, else 'member'.
-create or replace function ai_tokens_internal.memberships()
-returns table (organization_id uuid, role text)
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select p.organization_id, coalesce(to_jsonb(p) ->> 'role', 'member')
-  from public.user_profiles p
-  where p.id = (select auth.uid())
-    and p.organization_id is not null
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.memberships()') is null then
+    create function ai_tokens_internal.memberships()
+    returns table (organization_id uuid, role text)
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select p.organization_id, coalesce(to_jsonb(p) ->> 'role', 'member')
+      from public.user_profiles p
+      where p.id = (select auth.uid())
+        and p.organization_id is not null
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.memberships() from public, anon;
 grant execute on function ai_tokens_internal.memberships() to authenticated, service_role;
 
 -- Does the host have this organization?
-create or replace function ai_tokens_internal.organization_exists(organization_id uuid)
-returns boolean
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select exists (select 1 from public.organizations o where o.id = organization_exists.organization_id)
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.organization_exists(uuid)') is null then
+    create function ai_tokens_internal.organization_exists(organization_id uuid)
+    returns boolean
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select exists (select 1 from public.organizations o where o.id = organization_exists.organization_id)
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.organization_exists(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.organization_exists(uuid) to service_role;
 
 -- The organization's plan as text (an enum-typed column is cast here), or null when
 -- the organization does not exist. The name is looked up in public.ai_plans.
-create or replace function ai_tokens_internal.organization_plan(organization_id uuid)
-returns text
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select o.plan::text from public.organizations o where o.id = organization_plan.organization_id
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.organization_plan(uuid)') is null then
+    create function ai_tokens_internal.organization_plan(organization_id uuid)
+    returns text
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select o.plan::text from public.organizations o where o.id = organization_plan.organization_id
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.organization_plan(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.organization_plan(uuid) to service_role;
 
@@ -65,50 +91,68 @@ grant execute on function ai_tokens_internal.organization_plan(uuid) to service_
 -- webhook). The text is converted to the column's own type, so a text column and an
 -- enum column both work; a value the column refuses is 400 invalid_plan. Returns false
 -- when the organization does not exist. Only the plan column is written.
-create or replace function ai_tokens_internal.change_organization_plan(organization_id uuid, plan text)
-returns boolean
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+do $seam$
 begin
-  update public.organizations o
-  set plan = (jsonb_populate_record(null::public.organizations,
-                                    jsonb_build_object('plan', change_organization_plan.plan))).plan
-  where o.id = change_organization_plan.organization_id;
-  return found;
-exception
-  when invalid_text_representation or check_violation then
-    perform ai_tokens_internal.refuse(400, 'invalid_plan', 'The organization''s plan column does not accept this plan',
-      jsonb_build_object('plan', left(change_organization_plan.plan, 50)));
-    return false;
+  if to_regprocedure('ai_tokens_internal.change_organization_plan(uuid, text)') is null then
+    create function ai_tokens_internal.change_organization_plan(organization_id uuid, plan text)
+    returns boolean
+    language plpgsql
+    volatile
+    security definer
+    set search_path = ''
+    as $$
+    begin
+      update public.organizations o
+      set plan = (jsonb_populate_record(null::public.organizations,
+                                        jsonb_build_object('plan', change_organization_plan.plan))).plan
+      where o.id = change_organization_plan.organization_id;
+      return found;
+    exception
+      when invalid_text_representation or check_violation then
+        perform ai_tokens_internal.refuse(400, 'invalid_plan', 'The organization''s plan column does not accept this plan',
+          jsonb_build_object('plan', left(change_organization_plan.plan, 50)));
+        return false;
+    end
+    $$;
+  end if;
 end
-$$;
+$seam$;
 revoke all on function ai_tokens_internal.change_organization_plan(uuid, text) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.change_organization_plan(uuid, text) to service_role;
 
 -- Display names for reports and the dashboard (null when unknown).
-create or replace function ai_tokens_internal.organization_name(organization_id uuid)
-returns text
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select to_jsonb(o) ->> 'name' from public.organizations o where o.id = organization_name.organization_id
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.organization_name(uuid)') is null then
+    create function ai_tokens_internal.organization_name(organization_id uuid)
+    returns text
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select to_jsonb(o) ->> 'name' from public.organizations o where o.id = organization_name.organization_id
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.organization_name(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.organization_name(uuid) to service_role;
 
-create or replace function ai_tokens_internal.user_display_name(user_id uuid)
-returns text
-language sql
-stable
-security definer
-set search_path = ''
-as $$
-  select to_jsonb(p) ->> 'full_name' from public.user_profiles p where p.id = user_display_name.user_id
-$$;
+do $seam$
+begin
+  if to_regprocedure('ai_tokens_internal.user_display_name(uuid)') is null then
+    create function ai_tokens_internal.user_display_name(user_id uuid)
+    returns text
+    language sql
+    stable
+    security definer
+    set search_path = ''
+    as $$
+      select to_jsonb(p) ->> 'full_name' from public.user_profiles p where p.id = user_display_name.user_id
+    $$;
+  end if;
+end
+$seam$;
 revoke all on function ai_tokens_internal.user_display_name(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.user_display_name(uuid) to service_role;

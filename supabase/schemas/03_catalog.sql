@@ -82,23 +82,31 @@ create policy "Service role manages settings"
   on public.ai_token_settings for all to service_role using (true) with check (true);
 
 -- ------------------------------------------------------------------ catalog data
--- The guide's catalog. Existing rows are kept (a second run changes nothing).
+-- The guide's catalog, written only into an empty table: a second run (or an upgrade)
+-- never brings back a row you deleted or changes one you edited.
 
-insert into public.ai_token_types (token_type, description) values
+insert into public.ai_token_types (token_type, description)
+select * from (values
   ('lead_generation', 'Finding and qualifying leads'),
   ('goal_generation', 'Generating goals and quests'),
   ('strategy_analysis', 'Analysing strategy'),
   ('forecast', 'Revenue forecasting'),
   ('general', 'General assistant use')
+) as defaults (token_type, description)
+where not exists (select 1 from public.ai_token_types)
 on conflict do nothing;
 
-insert into public.ai_plans (plan, description) values
+insert into public.ai_plans (plan, description)
+select * from (values
   ('starter', 'No AI features'),
   ('pro', 'AI features with a monthly allocation'),
   ('enterprise', 'Ten times the Pro allocation')
+) as defaults (plan, description)
+where not exists (select 1 from public.ai_plans)
 on conflict do nothing;
 
-insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) values
+insert into public.ai_plan_allocations (plan, token_type, monthly_allocation)
+select * from (values
   ('pro', 'lead_generation', 50),
   ('pro', 'goal_generation', 20),
   ('pro', 'strategy_analysis', 100),
@@ -109,16 +117,21 @@ insert into public.ai_plan_allocations (plan, token_type, monthly_allocation) va
   ('enterprise', 'strategy_analysis', 1000),
   ('enterprise', 'forecast', 300),
   ('enterprise', 'general', 500)
+) as defaults (plan, token_type, monthly_allocation)
+where not exists (select 1 from public.ai_plan_allocations)
 on conflict do nothing;
 -- starter: no rows, so AI features are not available on it.
 
-insert into public.ai_features (feature, token_type, cost, description) values
+insert into public.ai_features (feature, token_type, cost, description)
+select * from (values
   ('generate_goal', 'goal_generation', 3, 'Generate a financial goal'),
   ('generate_quest', 'goal_generation', 2, 'Generate a quest for a goal'),
   ('generate_leads', 'lead_generation', 5, 'Generate a batch of leads'),
   ('analyze_strategy', 'strategy_analysis', 10, 'Analyse a strategy'),
   ('forecast_revenue', 'forecast', 5, 'Forecast revenue'),
   ('ask_assistant', 'general', 1, 'Ask the assistant a question')
+) as defaults (feature, token_type, cost, description)
+where not exists (select 1 from public.ai_features)
 on conflict do nothing;
 
 insert into public.ai_token_settings (cancelled_plan) values ('starter') on conflict do nothing;

@@ -38,7 +38,11 @@ create policy "Service role manages rate limits"
   on public.ai_rate_limits for all to service_role using (true) with check (true);
 
 -- The guide's "more than 5 in the last minute" as the default row.
-insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds) values (null, null, 5, 60)
+insert into public.ai_rate_limits (plan, feature, max_requests, window_seconds)
+select * from (values
+  (null::text, null::text, 5, 60)
+) as defaults (plan, feature, max_requests, window_seconds)
+where not exists (select 1 from public.ai_rate_limits)
 on conflict do nothing;
 
 create or replace function ai_tokens_internal.check_rate_limit(user_id uuid, organization_id uuid, plan text, feature text)

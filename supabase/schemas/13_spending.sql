@@ -270,7 +270,6 @@ comment on function public.has_enough_tokens(text, uuid) is 'tokens-client: may 
 -- Bad input (400), unknown features (404) and non-members (401/403) raise.
 -- Enforcement modes: monitor never refuses (spends what is available up to the cost
 -- and records what would have been refused); off spends and checks nothing.
-drop function if exists public.deduct_tokens(text, uuid, text);  -- before quantity (unreleased dev stacks)
 create or replace function public.deduct_tokens(
   feature text,
   organization_id uuid default null,

@@ -43,13 +43,19 @@ drop policy if exists "Service role manages the Stripe token packs" on public.st
 create policy "Service role manages the Stripe token packs"
   on public.stripe_token_packs for all to service_role using (true) with check (true);
 
-insert into public.stripe_price_plans (price_id, plan, description) values
+insert into public.stripe_price_plans (price_id, plan, description)
+select * from (values
   ('price_demo_pro_monthly', 'pro', 'Demo: Pro, monthly'),
   ('price_demo_pro_yearly', 'pro', 'Demo: Pro, yearly'),
   ('price_demo_enterprise_monthly', 'enterprise', 'Demo: Enterprise, monthly')
+) as defaults (price_id, plan, description)
+where not exists (select 1 from public.stripe_price_plans)
 on conflict do nothing;
 
-insert into public.stripe_token_packs (price_id, token_type, amount, expires_after_days, description) values
-  ('price_demo_pack_general_100', 'general', 100, null, 'Demo: 100 general tokens'),
+insert into public.stripe_token_packs (price_id, token_type, amount, expires_after_days, description)
+select * from (values
+  ('price_demo_pack_general_100', 'general', 100, null::integer, 'Demo: 100 general tokens'),
   ('price_demo_pack_forecast_50', 'forecast', 50, 90, 'Demo: 50 forecast tokens, valid 90 days')
+) as defaults (price_id, token_type, amount, expires_after_days, description)
+where not exists (select 1 from public.stripe_token_packs)
 on conflict do nothing;

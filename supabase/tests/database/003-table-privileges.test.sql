@@ -3,7 +3,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(11);
+select plan(12);
 
 -- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
@@ -122,6 +122,16 @@ select tests.authenticate_as_service_role();
 select is(tests.refusal($$select public.reserve_tokens('generate_quest', 5)$$) -> 'detail' ->> 'field', 'organization_id',
   'the service role must name the organization (400)');
 select tests.clear_authentication();
+
+select is_empty(
+  $$select s.relname from pg_class s
+    join pg_depend d on d.classid = 'pg_class'::regclass and d.objid = s.oid and d.deptype in ('a', 'i')
+    join pg_class t on t.oid = d.refobjid
+    where s.relkind = 'S' and t.relnamespace = 'public'::regnamespace
+      and (t.relname like 'ai\_%' or t.relname like 'stripe\_%')
+      and (has_sequence_privilege('anon', s.oid, 'usage, select, update')
+           or has_sequence_privilege('authenticated', s.oid, 'usage, select, update'))$$,
+  'no sequence of tokens-client''s tables is usable by anon or authenticated (Supabase''s defaults grant them)');
 
 select * from finish();
 rollback;
