@@ -31,7 +31,7 @@ from standardwebhooks import Webhook
 
 from tokens_client._admin import TokensAdmin
 from tokens_client._base import Call
-from tokens_client._errors import ConfigurationError, Conflict, InvalidRequest
+from tokens_client._errors import ConfigurationError, Conflict, InvalidRequest, ServiceUnavailable
 
 NOTIFY_CHANNEL = "ai_webhook_deliveries"
 USER_AGENT = "tokens-client-webhooks/1"
@@ -298,6 +298,7 @@ class WebhookDeliverer:
     ) -> None:
         """Deliver until ``stop`` is set: drain, then sleep until a NOTIFY (when
         ``db_url`` is given), the next scheduled retry or ``poll_interval`` seconds.
+        While the API is unreachable (ServiceUnavailable) it keeps trying.
 
         Raises ConfigurationError when ``db_url`` is given but psycopg is missing.
         """
@@ -305,10 +306,13 @@ class WebhookDeliverer:
         listener = _Listener(db_url) if db_url else None
         try:
             while not stop.is_set():
-                for result in self.drain():
-                    if on_result is not None:
-                        on_result(result)
-                until_due = self.seconds_until_next_due()
+                try:
+                    for result in self.drain():
+                        if on_result is not None:
+                            on_result(result)
+                    until_due = self.seconds_until_next_due()
+                except ServiceUnavailable:  # the API is down for now: try again soon
+                    until_due = min(poll_interval, 5.0)
                 wait = poll_interval if until_due is None else min(poll_interval, until_due)
                 if listener is not None:
                     listener.wait(max(wait, 0.05), stop)
