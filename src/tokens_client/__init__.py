@@ -55,6 +55,15 @@ from tokens_client._models import (
     UsageEntry,
     UsageReportRow,
 )
+from tokens_client._webhooks import (
+    DeliveryResult,
+    WebhookDeliverer,
+    WebhookEndpoint,
+    delete_webhook_endpoint,
+    new_webhook_secret,
+    set_webhook_endpoint,
+    webhook_endpoints,
+)
 
 __version__ = "0.1.0"
 
@@ -67,6 +76,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "Deduction",
+    "DeliveryResult",
     "EnforcementModeChange",
     "Feature",
     "FeatureNotInPlan",
@@ -105,4 +115,10 @@ __all__ = [
     "UnknownFeature",
     "UsageEntry",
     "UsageReportRow",
+    "WebhookDeliverer",
+    "WebhookEndpoint",
+    "delete_webhook_endpoint",
+    "new_webhook_secret",
+    "set_webhook_endpoint",
+    "webhook_endpoints",
 ]

@@ -53,6 +53,14 @@ from tokens_client._errors import (
 from tokens_client._functions import export_functions
 from tokens_client._migrations import export_migrations, shipped_migrations
 from tokens_client._models import Organization, UsageGrouping
+from tokens_client._webhooks import (
+    DeliveryResult,
+    WebhookDeliverer,
+    delete_webhook_endpoint,
+    new_webhook_secret,
+    set_webhook_endpoint,
+    webhook_endpoints,
+)
 from tokens_client.stack import Stack, StackError, StackStatus
 
 if TYPE_CHECKING:
@@ -1024,6 +1032,169 @@ class _QuietPipe:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+# -------------------------------------------------------------------- webhooks
+# Alert webhooks: endpoints as data and the outbox deliverer (library: _webhooks.py).
+
+webhooks_app = typer.Typer(
+    no_args_is_help=True, help="Alerts by webhook: endpoints and the deliverer (service role)."
+)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("set", epilog=EXIT_CODES_SHORT)
+def webhooks_set(
+    org: OrgArgument,
+    url: Annotated[str, typer.Argument(metavar="URL", help="http:// or https:// endpoint.")],
+    secret: Annotated[
+        str | None,
+        typer.Option("--secret", help="whsec_<base64> signing secret (default: a new one)."),
+    ] = None,
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option("--kind", metavar="KIND", help="Alert kind to send (repeat; default all)."),
+    ] = None,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", metavar="N")] = 8,
+    retry_base: Annotated[
+        int, typer.Option("--retry-base", metavar="SECONDS", help="First retry delay.")
+    ] = 60,
+    retry_cap: Annotated[
+        int, typer.Option("--retry-cap", metavar="SECONDS", help="Longest retry delay.")
+    ] = 21600,
+    as_json: JsonOption = False,
+) -> None:
+    """Create or replace the organization's endpoint for URL; prints the secret once."""
+    signing_secret = secret or new_webhook_secret()
+    with service_role() as admin:
+        endpoint = set_webhook_endpoint(
+            admin,
+            organization_id_of(admin, org),
+            url,
+            signing_secret,
+            alert_kinds=kinds or None,
+            max_attempts=max_attempts,
+            retry_base_seconds=retry_base,
+            retry_cap_seconds=retry_cap,
+        )
+    if as_json:
+        print_json({**endpoint.model_dump(mode="json"), "secret": signing_secret})
+        return
+    console.print(
+        f"[green]✓[/] Webhook {endpoint.id} → {escape(endpoint.url)} "
+        f"({', '.join(endpoint.alert_kinds or ['every alert kind'])})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"secret: {signing_secret}", highlight=False, soft_wrap=True)
+
+
+@webhooks_app.command("list", epilog=EXIT_CODES_SHORT)
+def webhooks_list(org: OrgArgument, as_json: JsonOption = False) -> None:
+    """The organization's webhook endpoints (without secrets)."""
+    with service_role() as admin:
+        endpoints = webhook_endpoints(admin, organization_id_of(admin, org))
+    if as_json:
+        print_json([endpoint.model_dump(mode="json") for endpoint in endpoints])
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("Endpoint", "URL", "Kinds", "Attempts", "Backoff"):
+        table.add_column(column)
+    for e in endpoints:
+        table.add_row(
+            str(e.id),
+            escape(e.url),
+            ", ".join(e.alert_kinds or ["all"]),
+            str(e.max_attempts),
+            f"{e.retry_base_seconds}s … {e.retry_cap_seconds}s",
+        )
+    console.print(table)
+
+
+@webhooks_app.command("delete", epilog=EXIT_CODES_SHORT)
+def webhooks_delete(
+    endpoint_id: Annotated[str, typer.Argument(metavar="ENDPOINT_ID")],
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an endpoint and its deliveries."""
+    if as_uuid(endpoint_id) is None:
+        raise fail(f"ENDPOINT_ID must be a UUID, not {endpoint_id!r}", code=2)
+    with service_role() as admin:
+        delete_webhook_endpoint(admin, endpoint_id)
+    if as_json:
+        print_json({"deleted": True, "endpoint_id": endpoint_id})
+        return
+    console.print(f"[green]✓[/] Deleted webhook {endpoint_id}", highlight=False)
+
+
+@webhooks_app.command("deliver", epilog=EXIT_CODES_SHORT)
+def webhooks_deliver(
+    once: Annotated[
+        bool, typer.Option("--once", help="Deliver what is due now, then exit.")
+    ] = False,
+    batch: Annotated[int, typer.Option("--batch", metavar="N", help="Claimed at a time.")] = 10,
+    lease: Annotated[
+        int, typer.Option("--lease", metavar="SECONDS", help="More than batch * timeout.")
+    ] = 120,
+    timeout: Annotated[
+        float, typer.Option("--timeout", metavar="SECONDS", help="Per HTTP request.")
+    ] = 10.0,
+    poll: Annotated[
+        float,
+        typer.Option("--poll", metavar="SECONDS", help="Look anyway this often (NOTIFY wakes)."),
+    ] = 30.0,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db-url",
+            metavar="URL",
+            help="Wake on NOTIFY (default SUPABASE_DB_URL, or the local stack's).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send the alert webhook outbox: signed (Standard Webhooks), retried with backoff.
+
+    Runs until interrupted, waking on NOTIFY ai_webhook_deliveries and polling as a
+    fallback; with --once it drains what is due and exits (1 when a delivery failed for
+    good). Several deliverers may run at once: each delivery is leased to one.
+    """
+    with service_role() as admin:
+        listen_url = db_url or os.environ.get("SUPABASE_DB_URL")
+        if listen_url is None and not os.environ.get("SUPABASE_URL"):
+            listen_url = local_stack().db_url
+        with WebhookDeliverer(admin, batch=batch, lease_seconds=lease, timeout=timeout) as worker:
+            if once:
+                results = worker.drain()
+                if as_json:
+                    print_json([result.as_json() for result in results])
+                else:
+                    for result in results:
+                        _print_delivery(result)
+                    console.print(f"{len(results)} attempt(s)", highlight=False)
+                if any(result.status == "failed" for result in results):
+                    raise fail("a webhook delivery failed for good (see ai_webhook_deliveries)")
+                return
+            on_result = (
+                (lambda r: print(json.dumps(r.as_json()), flush=True))
+                if as_json
+                else _print_delivery
+            )
+            try:
+                worker.run(db_url=listen_url, poll_interval=poll, on_result=on_result)
+            except KeyboardInterrupt:
+                return
+
+
+def _print_delivery(result: DeliveryResult) -> None:
+    mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
+    what = f"HTTP {result.http_status}" if result.http_status else (result.error or "")
+    console.print(
+        f"{mark} {result.delivery_id} {result.event_type} attempt {result.attempt} → "
+        f"{escape(result.url)}: {escape(what)} ({result.status})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -24,7 +24,9 @@ begin
     and p.proname in ('initialize_tokens', 'has_enough_tokens', 'deduct_tokens', 'get_token_stats',
                       'verify_token_ledger', 'refresh_due_tokens', 'grant_tokens', 'reserve_tokens',
                       'commit_reservation', 'release_reservation', 'set_rate_limit', 'refund_deduction',
-                      'set_organization_plan', 'get_usage_report', 'set_enforcement_mode')
+                      'set_organization_plan', 'get_usage_report', 'set_enforcement_mode',
+                      'set_webhook_endpoint', 'delete_webhook_endpoint', 'claim_webhook_deliveries',
+                      'complete_webhook_delivery')
     and coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') not like 'tokens-client:%';
   if clash is not null then
     raise exception 'tokens-client: functions of the same names exist in public and are not ours: %', clash

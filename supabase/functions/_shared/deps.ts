@@ -4,3 +4,4 @@
 export { createClient } from "npm:@supabase/supabase-js@2.119.1";
 export type { PostgrestError, SupabaseClient } from "npm:@supabase/supabase-js@2.119.1";
 export { default as Stripe } from "npm:stripe@23.1.0";
+export { Webhook } from "npm:standardwebhooks@1.1.1";

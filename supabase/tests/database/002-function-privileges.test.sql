@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(421);
+select plan(471);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -34,6 +34,11 @@ insert into tests.intended_grants values
   ('public.set_rate_limit(integer,integer,uuid,text,text)',       false, false, false, true),
   ('public.refresh_due_tokens()',                                 false, false, false, true),
   ('public.verify_token_ledger(uuid)',                            false, false, false, true),
+  ('public.set_webhook_endpoint(uuid,text,text,text[],text,integer,integer,integer)',
+                                                                  false, false, false, true),
+  ('public.delete_webhook_endpoint(uuid)',                        false, false, false, true),
+  ('public.claim_webhook_deliveries(integer,integer)',            false, false, false, true),
+  ('public.complete_webhook_delivery(uuid,uuid,boolean,integer,text)', false, false, false, true),
   -- The user API: signed-in users and the service role.
   ('public.has_enough_tokens(text,uuid)',                         true,  false, true,  true),
   ('public.deduct_tokens(text,uuid,text,integer)',                        true,  false, true,  true),
@@ -71,6 +76,8 @@ insert into tests.intended_grants values
   ('ai_tokens_internal.settle_tokens(uuid,text)',                 false, false, false, true),
   ('ai_tokens_internal.next_refresh(timestamp with time zone)',   false, false, false, true),
   ('ai_tokens_internal.settlement_due(uuid,text,timestamp with time zone)', false, false, false, true),
+  ('ai_tokens_internal.webhook_alert_kinds()',                    false, false, false, true),
+  ('ai_tokens_internal.webhook_retry_delay(integer,integer,integer)', false, false, false, true),
   -- Granted to the service role for SQL callers; they reveal nothing it cannot read.
   ('ai_tokens_internal.membership_role(uuid)',                    false, false, false, true),
   ('ai_tokens_internal.look_up_feature(text,uuid)',               false, false, false, true),
@@ -95,7 +102,8 @@ insert into tests.intended_grants values
   -- Trigger functions (a trigger fires without EXECUTE); the journal's is SECURITY
   -- DEFINER so it is written whoever changes a balance.
   ('ai_tokens_internal.journal_token_balance()',                  true,  false, false, false),
-  ('ai_tokens_internal.notify_token_alert()',                     false, false, false, false);
+  ('ai_tokens_internal.notify_token_alert()',                     false, false, false, false),
+  ('ai_tokens_internal.enqueue_alert_webhooks()',                 true,  false, false, false);
 
 -- tokens-client's functions: all of schema ai_tokens_internal, and the functions of
 -- public whose comment says 'tokens-client: ...' (the host app's own functions in public
