@@ -652,6 +652,8 @@ def main() -> None:
     if args.quick:
         args.slice, args.rounds = 1.0, 1
 
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows when piped
     bench = Bench(args)
     results: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
