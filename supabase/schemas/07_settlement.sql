@@ -190,6 +190,7 @@ begin
     select * into boundary from ai_tokens_internal.next_refresh(settled.refresh_date);
     settled.balance := coalesce(allocation, 0) + settled.purchased_balance;
     settled.total_allocated := coalesce(allocation, 0);
+    settled.period_peak_allocation := coalesce(allocation, 0);
     settled.period_started_at := boundary.period_start;
     settled.refresh_date := boundary.next_refresh_date;
   end if;
