@@ -219,6 +219,59 @@ class TestPlanChanges:
         assert admin.verify_token_ledger(pro_org) == []
 
 
+class TestBalanceCeiling:
+    def test_a_full_balance_never_wedges_an_organization(
+        self,
+        stack_env: StackEnv,
+        member: TestUser,
+        org_admin: TestUser,
+        admin: TokensAdmin,
+        pro_org: UUID,
+        db: Database,
+    ) -> None:
+        ceiling = db.value("select ai_tokens_internal.balance_ceiling()")
+        assert ceiling == 1_000_000_000
+        import psycopg
+
+        with pytest.raises(psycopg.errors.CheckViolation):
+            db.execute(
+                "update ai_tokens set balance = 2147483647 where organization_id = %s",
+                (pro_org,),
+            )
+        spent = member.client().deduct_tokens("generate_goal")
+        # Purchased tokens up to the ceiling (a grant past it is refused up front).
+        admin.grant_tokens(pro_org, "goal_generation", ceiling - 17)
+        with pytest.raises(InvalidRequest) as refused:
+            admin.grant_tokens(pro_org, "goal_generation", 1)
+        assert refused.value.reason == "invalid_amount"
+        as_admin = {
+            "apikey": stack_env.anon_key,
+            "Authorization": f"Bearer {org_admin.access_token}",
+        }
+        refund = httpx.post(
+            f"{stack_env.url}/rest/v1/rpc/refund_deduction",
+            json={"usage_id": str(spent.usage_id)},
+            headers=as_admin,
+            timeout=10,
+        )
+        assert refund.status_code == 409
+        assert json.loads(refund.json()["details"])["reason"] == "balance_ceiling"
+        # Plan changes, initialize_tokens and the refresh clamp to the ceiling.
+        admin.set_organization_plan(pro_org, "enterprise")
+        assert balance(db, pro_org, "goal_generation") == ceiling
+        admin.initialize_tokens(pro_org)
+        assert balance(db, pro_org, "goal_generation") == ceiling
+        db.execute(
+            "update ai_tokens set refresh_date = now() - interval '1 second'"
+            " where organization_id = %s",
+            (pro_org,),
+        )
+        assert member.client().deduct_tokens("generate_goal").remaining_balance == ceiling - 3
+        assert member.client().stats().for_type("goal_generation").balance == ceiling - 3
+        assert admin.refresh_due_tokens().failed == 0
+        assert admin.verify_token_ledger(pro_org) == []
+
+
 class TestTopUps:
     def test_purchased_tokens_survive_refresh_and_are_spent_last(
         self, member: TestUser, admin: TokensAdmin, pro_org: UUID, db: Database

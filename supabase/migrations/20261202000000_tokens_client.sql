@@ -97,6 +97,23 @@ $$;
 revoke all on function ai_tokens_internal.require_argument(boolean, text) from public, anon;
 grant execute on function ai_tokens_internal.require_argument(boolean, text) to authenticated, service_role;
 
+-- The most tokens one ai_tokens row may hold (balance; the ai_tokens_balance_within_ceiling
+-- constraint holds the same number). With plan allocations capped at the same number,
+-- allocation + purchased tokens never pass 2^31 - 1, so every sum fits an integer and
+-- a refresh, plan change or initialize_tokens clamps to the ceiling instead of failing:
+-- no organization can be wedged by an overflow. Grants and refunds that would pass it
+-- are refused up front (400 invalid_amount / 409 balance_ceiling).
+create or replace function ai_tokens_internal.balance_ceiling()
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+  select 1000000000
+$$;
+revoke all on function ai_tokens_internal.balance_ceiling() from public, anon, authenticated;
+grant execute on function ai_tokens_internal.balance_ceiling() to service_role;
+
 -- A transaction-level advisory lock in tokens-client's own key space: one namespace
 -- per kind of thing serialised (a request id, an external id, a user's rate window).
 create or replace function ai_tokens_internal.lock(namespace text, key text)
@@ -694,7 +711,9 @@ create table if not exists public.ai_tokens (
   period_peak_allocation integer not null default 0,
   constraint ai_tokens_organization_token_type_key unique (organization_id, token_type),
   constraint ai_tokens_purchased_within_balance check (purchased_balance >= 0 and purchased_balance <= balance),
-  constraint ai_tokens_reserved_not_negative check (reserved >= 0)
+  constraint ai_tokens_reserved_not_negative check (reserved >= 0),
+  -- ai_tokens_internal.balance_ceiling(): the most tokens a row may hold.
+  constraint ai_tokens_balance_within_ceiling check (balance <= 1000000000)
 );
 comment on table public.ai_tokens is 'One row per organization and token type. balance never goes below zero (constraint), and only the token functions change it. organization_id names an organization of the host app (see the organization_exists seam).';
 comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
@@ -858,7 +877,7 @@ begin
   from public.ai_token_types tt
   order by tt.token_type
   on conflict on constraint ai_tokens_organization_token_type_key do update
-    set balance = excluded.balance + t.purchased_balance,
+    set balance = least(excluded.balance + t.purchased_balance, ai_tokens_internal.balance_ceiling()),
         total_allocated = excluded.total_allocated,
         refresh_date = excluded.refresh_date,
         period_started_at = excluded.period_started_at,
@@ -1259,7 +1278,7 @@ begin
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'refresh', 'reason', format('period starting %s', boundary.period_start)));
     update public.ai_tokens t
-    set balance = coalesce(allocation, 0) + t.purchased_balance,
+    set balance = least(coalesce(allocation, 0) + t.purchased_balance, ai_tokens_internal.balance_ceiling()),
         total_allocated = coalesce(allocation, 0),
         period_started_at = boundary.period_start,
         refresh_date = boundary.next_refresh_date,
@@ -1308,7 +1327,7 @@ begin
     allocation := ai_tokens_internal.plan_allocation(
       ai_tokens_internal.organization_plan(settled.organization_id), settled.token_type);
     select * into boundary from ai_tokens_internal.next_refresh(settled.refresh_date);
-    settled.balance := coalesce(allocation, 0) + settled.purchased_balance;
+    settled.balance := least(coalesce(allocation, 0) + settled.purchased_balance, ai_tokens_internal.balance_ceiling());
     settled.total_allocated := coalesce(allocation, 0);
     settled.period_peak_allocation := coalesce(allocation, 0);
     settled.period_started_at := boundary.period_start;
@@ -1537,10 +1556,10 @@ begin
   end if;
 
   account := ai_tokens_internal.open_account(grant_tokens.organization_id, grant_tokens.token_type);
-  if account.balance::bigint + grant_tokens.amount > 2147483647 then
+  if account.balance::bigint + grant_tokens.amount > ai_tokens_internal.balance_ceiling() then
     perform ai_tokens_internal.refuse(400, 'invalid_amount', 'the balance would exceed its maximum',
       jsonb_build_object('field', 'amount', 'amount', grant_tokens.amount, 'balance', account.balance,
-                         'max_balance', 2147483647));
+                         'max_balance', ai_tokens_internal.balance_ceiling()));
   end if;
 
   insert into public.ai_token_grants
@@ -2864,6 +2883,12 @@ begin
     end if;
   end if;
 
+  if account.balance::bigint + refunded.tokens_deducted > ai_tokens_internal.balance_ceiling() then
+    perform ai_tokens_internal.refuse(409, 'balance_ceiling', 'The balance would exceed its maximum',
+      jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type, 'balance', account.balance,
+                         'tokens', refunded.tokens_deducted, 'max_balance', ai_tokens_internal.balance_ceiling()));
+  end if;
+
   with restored as (
     update public.ai_token_grants g
     set remaining = g.remaining + u.amount
@@ -2984,14 +3009,14 @@ begin
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'plan_change', 'external_id', set_organization_plan.event_id,
       'reason', format('plan %s -> %s', previous_plan, set_organization_plan.plan)));
-    new_balance := case
+    new_balance := least(ai_tokens_internal.balance_ceiling(), case
       -- Only the allocation above the period's highest is new: a downgrade forfeits the
       -- allowance above the lower plan, and cycling back up does not grant it again.
       when new_allocation > account.total_allocated
         then account.balance + greatest(new_allocation - account.period_peak_allocation, 0)
       when new_allocation < account.total_allocated
         then least(account.balance - account.purchased_balance, new_allocation) + account.purchased_balance
-      else account.balance end;
+      else account.balance end);
     if new_balance <> account.balance or new_allocation <> account.total_allocated then
       update public.ai_tokens t
       set balance = new_balance, total_allocated = new_allocation, updated_at = now()

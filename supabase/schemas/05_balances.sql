@@ -21,7 +21,9 @@ create table if not exists public.ai_tokens (
   period_peak_allocation integer not null default 0,
   constraint ai_tokens_organization_token_type_key unique (organization_id, token_type),
   constraint ai_tokens_purchased_within_balance check (purchased_balance >= 0 and purchased_balance <= balance),
-  constraint ai_tokens_reserved_not_negative check (reserved >= 0)
+  constraint ai_tokens_reserved_not_negative check (reserved >= 0),
+  -- ai_tokens_internal.balance_ceiling(): the most tokens a row may hold.
+  constraint ai_tokens_balance_within_ceiling check (balance <= 1000000000)
 );
 comment on table public.ai_tokens is 'One row per organization and token type. balance never goes below zero (constraint), and only the token functions change it. organization_id names an organization of the host app (see the organization_exists seam).';
 comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
@@ -185,7 +187,7 @@ begin
   from public.ai_token_types tt
   order by tt.token_type
   on conflict on constraint ai_tokens_organization_token_type_key do update
-    set balance = excluded.balance + t.purchased_balance,
+    set balance = least(excluded.balance + t.purchased_balance, ai_tokens_internal.balance_ceiling()),
         total_allocated = excluded.total_allocated,
         refresh_date = excluded.refresh_date,
         period_started_at = excluded.period_started_at,

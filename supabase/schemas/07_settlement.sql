@@ -139,7 +139,7 @@ begin
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'refresh', 'reason', format('period starting %s', boundary.period_start)));
     update public.ai_tokens t
-    set balance = coalesce(allocation, 0) + t.purchased_balance,
+    set balance = least(coalesce(allocation, 0) + t.purchased_balance, ai_tokens_internal.balance_ceiling()),
         total_allocated = coalesce(allocation, 0),
         period_started_at = boundary.period_start,
         refresh_date = boundary.next_refresh_date,
@@ -188,7 +188,7 @@ begin
     allocation := ai_tokens_internal.plan_allocation(
       ai_tokens_internal.organization_plan(settled.organization_id), settled.token_type);
     select * into boundary from ai_tokens_internal.next_refresh(settled.refresh_date);
-    settled.balance := coalesce(allocation, 0) + settled.purchased_balance;
+    settled.balance := least(coalesce(allocation, 0) + settled.purchased_balance, ai_tokens_internal.balance_ceiling());
     settled.total_allocated := coalesce(allocation, 0);
     settled.period_peak_allocation := coalesce(allocation, 0);
     settled.period_started_at := boundary.period_start;

@@ -77,6 +77,12 @@ begin
     end if;
   end if;
 
+  if account.balance::bigint + refunded.tokens_deducted > ai_tokens_internal.balance_ceiling() then
+    perform ai_tokens_internal.refuse(409, 'balance_ceiling', 'The balance would exceed its maximum',
+      jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type, 'balance', account.balance,
+                         'tokens', refunded.tokens_deducted, 'max_balance', ai_tokens_internal.balance_ceiling()));
+  end if;
+
   with restored as (
     update public.ai_token_grants g
     set remaining = g.remaining + u.amount

@@ -85,14 +85,14 @@ begin
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'plan_change', 'external_id', set_organization_plan.event_id,
       'reason', format('plan %s -> %s', previous_plan, set_organization_plan.plan)));
-    new_balance := case
+    new_balance := least(ai_tokens_internal.balance_ceiling(), case
       -- Only the allocation above the period's highest is new: a downgrade forfeits the
       -- allowance above the lower plan, and cycling back up does not grant it again.
       when new_allocation > account.total_allocated
         then account.balance + greatest(new_allocation - account.period_peak_allocation, 0)
       when new_allocation < account.total_allocated
         then least(account.balance - account.purchased_balance, new_allocation) + account.purchased_balance
-      else account.balance end;
+      else account.balance end);
     if new_balance <> account.balance or new_allocation <> account.total_allocated then
       update public.ai_tokens t
       set balance = new_balance, total_allocated = new_allocation, updated_at = now()

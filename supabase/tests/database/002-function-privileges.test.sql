@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(441);
+select plan(448);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -66,6 +66,7 @@ insert into tests.intended_grants values
   ('ai_tokens_internal.require_service_role(text)',               false, false, false, true),
   ('ai_tokens_internal.require_organization(uuid)',               false, false, false, true),
   ('ai_tokens_internal.require_plan(text)',                       false, false, false, true),
+  ('ai_tokens_internal.balance_ceiling()',                        false, false, false, true),
   ('ai_tokens_internal.lock(text,text)',                          false, false, false, true),
   ('ai_tokens_internal.journal_as(jsonb)',                        false, false, false, true),
   ('ai_tokens_internal.enforcement_mode(uuid)',                   false, false, false, true),
