@@ -34,7 +34,7 @@ class Counters:
         self.calls = 0
         self.successes = 0
         self.retries = 0
-        self.refused = 0
+        self.refused: dict[int, int] = {}  # HTTP status -> answers
         self.acknowledged: dict[str, str] = {}  # usage_id -> request_id
 
 
@@ -87,7 +87,8 @@ def worker(
                         counters.acknowledged[body["usage_id"]] = request_id
                 else:
                     with counters.lock:
-                        counters.refused += 1
+                        status = answer.status_code
+                        counters.refused[status] = counters.refused.get(status, 0) + 1
                 break
 
 
@@ -169,7 +170,8 @@ def main() -> None:
     print(f"organizations {len(orgs)}, workers {args.workers}, PostgreSQL kills {args.kills}")
     print(
         f"calls {counters.calls}, successes {counters.successes}, retries {counters.retries}, "
-        f"refused {counters.refused}, {counters.successes / elapsed:.0f} deductions/s"
+        f"refused (by HTTP status) {counters.refused},"
+        f" {counters.successes / elapsed:.0f} deductions/s"
         f" over {elapsed:.0f} s"
     )
     print(f"usage rows {len(stored)}, spends with a duplicated request_id {duplicates}")
