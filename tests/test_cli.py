@@ -891,6 +891,13 @@ def test_stack_status_of_a_stopped_stack_is_one_line(tmp_path: Path) -> None:
     assert_one_error_line(result, 1, "not running", "tokens stack up")
 
 
+def test_stack_env_of_a_stopped_stack_prints_no_credentials(tmp_path: Path) -> None:
+    result = tokens("stack", "env", env={"TOKENS_STACK_DIR": str(tmp_path / "stack")})
+    assert_one_error_line(result, 1, "not running", "tokens stack up")
+    assert "export" not in result.stdout
+    assert "SUPABASE" not in result.stdout
+
+
 def test_stack_env_outside_a_project_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,9 +3,11 @@ alerts. Time travel moves refresh_date / expires_at into the past over SQL; no s
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
+import httpx
 import pytest
 
 from tokens_client import (
@@ -18,7 +20,7 @@ from tokens_client import (
     ReservationNotActive,
     TokensAdmin,
 )
-from tokens_client.testing import Database, TestUser
+from tokens_client.testing import Database, StackEnv, TestUser
 
 
 def balance(db: Database, org: UUID, token_type: str) -> int:
@@ -185,6 +187,89 @@ class TestPlanChanges:
             member.client().deduct_tokens("ask_assistant")
         assert member.client().stats().for_type("general").balance == 7
 
+    def test_plan_cycling_never_regrants_the_allowance(
+        self, member: TestUser, admin: TokensAdmin, pro_org: UUID, db: Database
+    ) -> None:
+        client = member.client()
+
+        def spend_everything() -> int:
+            spent = 0
+            while True:
+                try:
+                    spent += client.deduct_tokens("generate_goal").tokens_deducted
+                except InsufficientTokens:
+                    return spent
+
+        spent = spend_everything()  # 18 of pro's 20
+        for _ in range(3):
+            admin.set_organization_plan(pro_org, plan="enterprise")
+            spent += spend_everything()
+            admin.set_organization_plan(pro_org, plan="pro")
+        assert spent <= 200, "never more than the period's highest allocation (enterprise: 200)"
+        assert spent == 198, "the upgrade itself still gives its difference once"
+        assert (
+            db.value(
+                "select period_peak_allocation from ai_tokens"
+                " where organization_id = %s and token_type = 'goal_generation'",
+                (pro_org,),
+            )
+            == 200
+        )
+        assert admin.verify_token_ledger(organization_id=pro_org) == []
+
+
+class TestBalanceCeiling:
+    def test_a_full_balance_never_wedges_an_organization(
+        self,
+        stack_env: StackEnv,
+        member: TestUser,
+        org_admin: TestUser,
+        admin: TokensAdmin,
+        pro_org: UUID,
+        db: Database,
+    ) -> None:
+        ceiling = db.value("select ai_tokens_internal.balance_ceiling()")
+        assert ceiling == 1_000_000_000
+        import psycopg
+
+        with pytest.raises(psycopg.errors.CheckViolation):
+            db.execute(
+                "update ai_tokens set balance = 2147483647 where organization_id = %s",
+                (pro_org,),
+            )
+        spent = member.client().deduct_tokens("generate_goal")
+        # Purchased tokens up to the ceiling (a grant past it is refused up front).
+        admin.grant_tokens(pro_org, token_type="goal_generation", amount=ceiling - 17)
+        with pytest.raises(InvalidRequest) as refused:
+            admin.grant_tokens(pro_org, token_type="goal_generation", amount=1)
+        assert refused.value.reason == "invalid_amount"
+        as_admin = {
+            "apikey": stack_env.anon_key,
+            "Authorization": f"Bearer {org_admin.access_token}",
+        }
+        refund = httpx.post(
+            f"{stack_env.url}/rest/v1/rpc/refund_deduction",
+            json={"usage_id": str(spent.usage_id)},
+            headers=as_admin,
+            timeout=10,
+        )
+        assert refund.status_code == 409
+        assert json.loads(refund.json()["details"])["reason"] == "balance_ceiling"
+        # Plan changes, initialize_tokens and the refresh clamp to the ceiling.
+        admin.set_organization_plan(pro_org, plan="enterprise")
+        assert balance(db, pro_org, "goal_generation") == ceiling
+        admin.initialize_tokens(pro_org)
+        assert balance(db, pro_org, "goal_generation") == ceiling
+        db.execute(
+            "update ai_tokens set refresh_date = now() - interval '1 second'"
+            " where organization_id = %s",
+            (pro_org,),
+        )
+        assert member.client().deduct_tokens("generate_goal").remaining_balance == ceiling - 3
+        assert member.client().stats().for_type("goal_generation").balance == ceiling - 3
+        assert admin.refresh_due_tokens().failed == 0
+        assert admin.verify_token_ledger(organization_id=pro_org) == []
+
 
 class TestTopUps:
     def test_purchased_tokens_survive_refresh_and_are_spent_last(
@@ -330,6 +415,50 @@ class TestRefunds:
         with pytest.raises(AlreadyRefunded):
             org_admin.client().refund_deduction(spent.usage_id)
         assert balance(db, pro_org, "strategy_analysis") == 100
+
+    def test_admin_refunds_are_limited_per_period_the_service_role_is_not(
+        self, stack_env: StackEnv, org_admin: TestUser, pro_org: UUID, db: Database
+    ) -> None:
+        limit = db.value("select admin_refunds_per_period from ai_token_settings")
+        as_admin = {
+            "apikey": stack_env.anon_key,
+            "Authorization": f"Bearer {org_admin.access_token}",
+        }
+        as_service = {"apikey": stack_env.service_role_key}
+
+        def rpc(name: str, body: dict[str, object], headers: dict[str, str]) -> httpx.Response:
+            return httpx.post(
+                f"{stack_env.url}/rest/v1/rpc/{name}", json=body, headers=headers, timeout=10
+            )
+
+        answers = []
+        for _ in range(limit + 2):  # deduct and refund, again and again
+            spent = rpc("deduct_tokens", {"feature": "ask_assistant"}, as_admin).json()
+            answers.append(rpc("refund_deduction", {"usage_id": spent["usage_id"]}, as_admin))
+        assert [a.status_code for a in answers] == [200] * limit + [429, 429]
+        refused = json.loads(answers[-1].json()["details"])
+        assert (refused["reason"], refused["limit"], refused["used"]) == (
+            "refund_limit_reached",
+            limit,
+            limit,
+        )
+        assert balance(db, pro_org, "general") == 50 - 2, "the refused refunds gave nothing back"
+        last_usage = refused["usage_id"]
+        assert rpc("refund_deduction", {"usage_id": last_usage}, as_service).status_code == 200
+        # The next period starts counting again (time travel: the refunds were last month).
+        db.execute(
+            "update ai_token_usage_log set created_at = created_at - interval '1 month',"
+            " refunded_at = refunded_at - interval '1 month' where organization_id = %s",
+            (pro_org,),
+        )
+        db.execute(
+            "update ai_tokens set refresh_date = now() - interval '1 second'"
+            " where organization_id = %s",
+            (pro_org,),
+        )
+        spent = rpc("deduct_tokens", {"feature": "ask_assistant"}, as_admin).json()
+        assert rpc("refund_deduction", {"usage_id": spent["usage_id"]}, as_admin).status_code == 200
+        assert db.value("select count(*) from verify_token_ledger(%s)", (pro_org,)) == 0
 
 
 class TestEnforcementModes:

@@ -129,8 +129,11 @@ def alert(db: Database, org: uuid.UUID, kind: str = "refused") -> int:
     """An alert row as the spending functions write it (the trigger queues deliveries)."""
     return int(
         db.value(
-            "insert into public.ai_token_alerts (organization_id, token_type, kind, reason, period)"
-            " values (%s, 'general', %s, 'insufficient_tokens', now()) returning id",
+            # a bucket of its own per row: refusals are counted one row per user, reason, hour
+            "insert into public.ai_token_alerts"
+            " (organization_id, token_type, kind, reason, period, bucket)"
+            " values (%s, 'general', %s, 'insufficient_tokens', now(), clock_timestamp())"
+            " returning id",
             (org, kind),
         )
     )

@@ -263,11 +263,15 @@ def stack_status(as_json: JsonOption = False) -> None:
 
 @stack_app.command("env")
 def stack_env(as_json: JsonOption = False) -> None:
-    """Print `export` lines for SUPABASE_URL, keys, JWT secrets and DB URL (for `eval`)."""
+    """Print `export` lines for SUPABASE_URL, keys, JWT secrets and DB URL (for `eval`);
+    exit 1, printing nothing, when the stack is not running (as `status` does)."""
     try:
         status = Stack().status()
     except StackError as error:
         raise fail(str(error)) from None
+    if not status.running:
+        down = ", ".join(name for name, up in status.components.items() if not up)
+        raise fail(f"{down} not running; start it with `tokens stack up`")
     if as_json:
         print_json(status.as_env())
         return

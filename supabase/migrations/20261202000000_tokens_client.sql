@@ -34,7 +34,7 @@ begin
                       'commit_reservation', 'release_reservation', 'set_rate_limit', 'refund_deduction',
                       'set_organization_plan', 'get_usage_report', 'set_enforcement_mode',
                       'set_webhook_endpoint', 'delete_webhook_endpoint', 'claim_webhook_deliveries',
-                      'complete_webhook_delivery')
+                      'complete_webhook_delivery', 'apply_subscription_event', 'ai_tokens_check_request')
     and coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') not like 'tokens-client:%';
   if clash is not null then
     raise exception 'tokens-client: functions of the same names exist in public and are not ours: %', clash
@@ -129,6 +129,23 @@ end
 $$;
 revoke all on function ai_tokens_internal.require_argument(boolean, text) from public, anon;
 grant execute on function ai_tokens_internal.require_argument(boolean, text) to authenticated, service_role;
+
+-- The most tokens one ai_tokens row may hold (balance; the ai_tokens_balance_within_ceiling
+-- constraint holds the same number). With plan allocations capped at the same number,
+-- allocation + purchased tokens never pass 2^31 - 1, so every sum fits an integer and
+-- a refresh, plan change or initialize_tokens clamps to the ceiling instead of failing:
+-- no organization can be wedged by an overflow. Grants and refunds that would pass it
+-- are refused up front (400 invalid_amount / 409 balance_ceiling).
+create or replace function ai_tokens_internal.balance_ceiling()
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+  select 1000000000
+$$;
+revoke all on function ai_tokens_internal.balance_ceiling() from public, anon, authenticated;
+grant execute on function ai_tokens_internal.balance_ceiling() to service_role;
 
 -- A transaction-level advisory lock in tokens-client's own key space: one namespace
 -- per kind of thing serialised (a request id, an external id, a user's rate window).
@@ -413,6 +430,42 @@ $$;
 revoke all on function ai_tokens_internal.resolve_organization(uuid) from public, anon;
 grant execute on function ai_tokens_internal.resolve_organization(uuid) to authenticated, service_role;
 
+-- PostgREST's db-pre-request hook: runs before every API request, as the request's
+-- role, and refuses (401 invalid_jwt) a JWT that Supabase Auth would never sign: one
+-- without a numeric `exp` (PostgREST accepts it forever; the Edge Functions refuse it)
+-- or whose `sub` is not a uuid (auth.uid() would fail with 22P02 in every policy and
+-- function). A request without a JWT passes (PostgREST then acts as anon). In public,
+-- security invoker, because anon runs it too and has no privilege on our schema. The
+-- local stack configures it; on a hosted project run once, as postgres:
+--   alter role authenticator set pgrst.db_pre_request = 'public.ai_tokens_check_request';
+--   notify pgrst, 'reload config';
+create or replace function public.ai_tokens_check_request()
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+begin
+  if claims is null or claims - 'role' = '{}'::jsonb then
+    return;
+  end if;
+  if jsonb_typeof(claims -> 'exp') is distinct from 'number' then
+    raise exception using errcode = 'PT401', message = 'JWT has no expiry',
+      detail = jsonb_build_object('reason', 'invalid_jwt', 'claim', 'exp')::text;
+  end if;
+  if claims ? 'sub' and coalesce(claims ->> 'sub', '')
+       !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    raise exception using errcode = 'PT401', message = 'JWT subject is not a user id',
+      detail = jsonb_build_object('reason', 'invalid_jwt', 'claim', 'sub')::text;
+  end if;
+end
+$$;
+revoke all on function public.ai_tokens_check_request() from public;
+grant execute on function public.ai_tokens_check_request() to anon, authenticated, service_role;
+comment on function public.ai_tokens_check_request() is 'tokens-client: PostgREST db-pre-request: refuse a JWT without exp or with a sub that is not a uuid';
+
 -- ============================================================ 03_catalog.sql
 -- tokens-client · 03 catalog: token types, plans, allocations, features, settings.
 --
@@ -460,9 +513,10 @@ create index if not exists ai_features_token_type_idx on public.ai_features (tok
 create table if not exists public.ai_token_settings (
   singleton boolean primary key default true check (singleton),
   cancelled_plan text not null references public.ai_plans (plan) on update cascade,
+  admin_refunds_per_period integer not null default 10 check (admin_refunds_per_period >= 0),
   updated_at timestamptz not null default now()
 );
-comment on table public.ai_token_settings is 'tokens-client settings. cancelled_plan: the plan an organization moves to when its subscription ends (Stripe customer.subscription.deleted).';
+comment on table public.ai_token_settings is 'tokens-client settings. cancelled_plan: the plan an organization moves to when its subscription ends (Stripe customer.subscription.deleted). admin_refunds_per_period: how many deductions the owners and admins of an organization may refund per period and token type (the service role is not limited).';
 
 -- --------------------------------------------------------------- privileges and RLS
 -- Supabase's default privileges grant everything on new tables in public to anon and
@@ -745,15 +799,19 @@ create table if not exists public.ai_tokens (
   reserved integer not null default 0,
   period_started_at timestamptz not null default now(),
   debt bigint not null default 0 constraint ai_tokens_debt_not_negative check (debt >= 0),
+  period_peak_allocation integer not null default 0,
   constraint ai_tokens_organization_token_type_key unique (organization_id, token_type),
   constraint ai_tokens_purchased_within_balance check (purchased_balance >= 0 and purchased_balance <= balance),
-  constraint ai_tokens_reserved_not_negative check (reserved >= 0)
+  constraint ai_tokens_reserved_not_negative check (reserved >= 0),
+  -- ai_tokens_internal.balance_ceiling(): the most tokens a row may hold.
+  constraint ai_tokens_balance_within_ceiling check (balance <= 1000000000)
 );
 comment on table public.ai_tokens is 'One row per organization and token type. balance never goes below zero (constraint), and only the token functions change it. organization_id names an organization of the host app (see the organization_exists seam).';
 comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
 comment on column public.ai_tokens.reserved is 'Tokens held by active reservations: available = balance - reserved.';
 comment on column public.ai_tokens.debt is 'Tokens used beyond what was available (a reservation committed above its estimate when the balance could not cover it): taken from the next period''s allowance at the refresh.';
 comment on column public.ai_tokens.period_started_at is 'Start of the current allocation period (the last refresh boundary).';
+comment on column public.ai_tokens.period_peak_allocation is 'The highest total_allocated reached in the current period (kept by a trigger): an upgrade adds only the allocation above it, so plan cycling never re-grants an allowance.';
 create index if not exists ai_tokens_token_type_idx on public.ai_tokens (token_type);
 create index if not exists idx_ai_tokens_refresh on public.ai_tokens (refresh_date) where refresh_date is not null;
 
@@ -769,6 +827,28 @@ create policy "Members can view their organization's token balances"
 drop policy if exists "Service role manages token balances" on public.ai_tokens;
 create policy "Service role manages token balances"
   on public.ai_tokens for all to service_role using (true) with check (true);
+
+-- Keep period_peak_allocation: the highest allocation of the current period, starting
+-- again from total_allocated when a new period starts (refresh, initialize_tokens).
+create or replace function ai_tokens_internal.track_period_peak()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if tg_op = 'INSERT' or new.period_started_at is distinct from old.period_started_at then
+    new.period_peak_allocation := new.total_allocated;
+  else
+    new.period_peak_allocation := greatest(old.period_peak_allocation, new.total_allocated);
+  end if;
+  return new;
+end
+$$;
+revoke all on function ai_tokens_internal.track_period_peak() from public, anon, authenticated;
+
+create or replace trigger ai_tokens_track_period_peak
+  before insert or update on public.ai_tokens
+  for each row execute function ai_tokens_internal.track_period_peak();
 
 -- The organization's row for a token type, locked and brought up to date (settled, see
 -- 07_settlement.sql). Missing, it is created first: the plan's allocation, for the
@@ -826,6 +906,7 @@ begin
   account.total_allocated := ai_tokens_internal.plan_allocation(
     ai_tokens_internal.organization_plan(unopened_account.organization_id), unopened_account.token_type);
   account.balance := account.total_allocated;
+  account.period_peak_allocation := account.total_allocated;
   account.purchased_balance := 0;
   account.reserved := 0;
   account.debt := 0;
@@ -889,7 +970,7 @@ begin
   from public.ai_token_types tt
   order by tt.token_type
   on conflict on constraint ai_tokens_organization_token_type_key do update
-    set balance = excluded.balance + t.purchased_balance,
+    set balance = least(excluded.balance + t.purchased_balance, ai_tokens_internal.balance_ceiling()),
         total_allocated = excluded.total_allocated,
         refresh_date = excluded.refresh_date,
         period_started_at = excluded.period_started_at,
@@ -1291,7 +1372,8 @@ begin
       'kind', 'refresh', 'reason', format('period starting %s', boundary.period_start)));
     -- Debt from overruns comes out of the new period's allowance (never the purchased part).
     update public.ai_tokens t
-    set balance = greatest(coalesce(allocation, 0) - t.debt, 0) + t.purchased_balance,
+    set balance = least(greatest(coalesce(allocation, 0) - t.debt, 0) + t.purchased_balance,
+                        ai_tokens_internal.balance_ceiling()),
         debt = greatest(t.debt - coalesce(allocation, 0), 0),
         total_allocated = coalesce(allocation, 0),
         period_started_at = boundary.period_start,
@@ -1341,9 +1423,11 @@ begin
     allocation := ai_tokens_internal.plan_allocation(
       ai_tokens_internal.organization_plan(settled.organization_id), settled.token_type);
     select * into boundary from ai_tokens_internal.next_refresh(settled.refresh_date);
-    settled.balance := greatest(coalesce(allocation, 0) - settled.debt, 0) + settled.purchased_balance;
+    settled.balance := least(greatest(coalesce(allocation, 0) - settled.debt, 0) + settled.purchased_balance,
+                             ai_tokens_internal.balance_ceiling());
     settled.debt := greatest(settled.debt - coalesce(allocation, 0), 0);
     settled.total_allocated := coalesce(allocation, 0);
+    settled.period_peak_allocation := coalesce(allocation, 0);
     settled.period_started_at := boundary.period_start;
     settled.refresh_date := boundary.next_refresh_date;
   end if;
@@ -1570,10 +1654,10 @@ begin
   end if;
 
   account := ai_tokens_internal.open_account(grant_tokens.organization_id, grant_tokens.token_type);
-  if account.balance::bigint + grant_tokens.amount > 2147483647 then
+  if account.balance::bigint + grant_tokens.amount > ai_tokens_internal.balance_ceiling() then
     perform ai_tokens_internal.refuse(400, 'invalid_amount', 'the balance would exceed its maximum',
       jsonb_build_object('field', 'amount', 'amount', grant_tokens.amount, 'balance', account.balance,
-                         'max_balance', 2147483647));
+                         'max_balance', ai_tokens_internal.balance_ceiling()));
   end if;
 
   insert into public.ai_token_grants
@@ -2018,6 +2102,9 @@ comment on column public.ai_token_usage_log.quantity is 'Units metered (deduct_t
 comment on column public.ai_token_usage_log.reservation_id is 'The reservation this deduction committed (null for deduct_tokens).';
 create index if not exists idx_ai_token_usage_org_date on public.ai_token_usage_log (organization_id, created_at desc);
 create index if not exists ai_token_usage_log_user_date_idx on public.ai_token_usage_log (user_id, created_at desc);
+-- Refunds by owners and admins in a period (refund_deduction's limit).
+create index if not exists ai_token_usage_log_admin_refunds_idx
+  on public.ai_token_usage_log (organization_id, token_type, refunded_at) where refunded_by is not null;
 create unique index if not exists ai_token_usage_log_request_id_key
   on public.ai_token_usage_log (organization_id, request_id) where request_id is not null;
 create index if not exists ai_token_usage_log_reservation_id_idx on public.ai_token_usage_log (reservation_id)
@@ -2217,7 +2304,12 @@ comment on function public.set_rate_limit(integer, integer, uuid, text, text) is
 -- Threshold alerts (80 % of the period allowance used, balance under 20 %, exhausted)
 -- are written once per period and token type by the journal trigger (06_ledger.sql) in
 -- the transaction that crosses the line; refused or would-be-refused spends by the
--- spending functions. Each row is also sent with pg_notify('ai_token_alerts', ...).
+-- spending functions. Refusals are counted, not stored one row each: one row per
+-- organization, token type, user, reason and hour (refusal_count, last_refused_at, the
+-- details of the latest), so a member hammering a refused feature adds one row an hour.
+-- Each new row is announced with pg_notify('ai_token_alerts', '{"id":…,
+-- "organization_id":…}') — ids only, since any database session may listen; a listener
+-- reads the row under its own rights. A bucket is announced once, when it is created.
 set check_function_bodies = off;
 
 create table if not exists public.ai_token_alerts (
@@ -2228,9 +2320,18 @@ create table if not exists public.ai_token_alerts (
   reason text,
   period timestamptz not null,
   details jsonb not null default '{}'::jsonb,
-  created_at timestamptz not null default now()
+  created_at timestamptz not null default now(),
+  user_id uuid,
+  refusal_count integer not null default 1 check (refusal_count >= 1),
+  bucket timestamptz,
+  last_refused_at timestamptz
 );
-comment on table public.ai_token_alerts is 'Threshold alerts (once per period and token type) and refused or would-be-refused spending. Each row is also sent with pg_notify(''ai_token_alerts'', ...).';
+comment on column public.ai_token_alerts.refusal_count is 'refused rows: how many refusals of this user, reason and hour (bucket); 1 for threshold alerts.';
+comment on column public.ai_token_alerts.bucket is 'refused rows: the hour the refusals were counted in; null for threshold alerts.';
+create unique index if not exists ai_token_alerts_refusal_bucket_key
+  on public.ai_token_alerts (organization_id, token_type, reason, user_id, bucket) nulls not distinct
+  where kind = 'refused';
+comment on table public.ai_token_alerts is 'Threshold alerts (once per period and token type) and refused or would-be-refused spending, counted per organization, token type, user, reason and hour. Each new row is announced with pg_notify(''ai_token_alerts'', ''{"id", "organization_id"}'').';
 create unique index if not exists ai_token_alerts_once_per_period_key
   on public.ai_token_alerts (organization_id, token_type, kind, period) where kind <> 'refused';
 create index if not exists ai_token_alerts_organization_date_idx on public.ai_token_alerts (organization_id, created_at desc);
@@ -2256,10 +2357,7 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  perform pg_notify('ai_token_alerts', jsonb_build_object(
-    'id', new.id, 'organization_id', new.organization_id, 'token_type', new.token_type,
-    'kind', new.kind, 'reason', new.reason, 'period', new.period, 'details', new.details,
-    'created_at', new.created_at)::text);
+  perform pg_notify('ai_token_alerts', jsonb_build_object('id', new.id, 'organization_id', new.organization_id)::text);
   return null;
 end
 $$;
@@ -2269,16 +2367,21 @@ create or replace trigger ai_token_alerts_notify
   after insert on public.ai_token_alerts
   for each row execute function ai_tokens_internal.notify_token_alert();
 
--- Record a refused (enforce) or would-be-refused (monitor) spend as a 'refused' alert.
+-- Count a refused (enforce) or would-be-refused (monitor) spend in its 'refused' row:
+-- the row of this organization, token type, user, reason and hour, created by the first
+-- refusal (and announced then) and counted up by the next ones, which keep the latest
+-- details.
 create or replace function ai_tokens_internal.record_refusal(refusal jsonb, organization_id uuid, token_type text, enforcement text, context jsonb)
 returns void
 language sql
 volatile
 set search_path = ''
 as $$
-  insert into public.ai_token_alerts (organization_id, token_type, kind, reason, period, details)
+  insert into public.ai_token_alerts as a
+    (organization_id, token_type, kind, reason, user_id, bucket, last_refused_at, period, details)
   values (
     record_refusal.organization_id, record_refusal.token_type, 'refused', record_refusal.refusal ->> 'reason',
+    (record_refusal.context ->> 'user_id')::uuid, date_trunc('hour', now()), clock_timestamp(),
     coalesce((select t.period_started_at from public.ai_tokens t
               where t.organization_id = record_refusal.organization_id
                 and t.token_type = record_refusal.token_type), now()),
@@ -2287,6 +2390,9 @@ as $$
                             'message', record_refusal.refusal ->> 'message',
                             'enforcement', record_refusal.enforcement,
                             'refused', record_refusal.enforcement = 'enforce'))
+  on conflict (organization_id, token_type, reason, user_id, bucket) where kind = 'refused'
+  do update set refusal_count = a.refusal_count + 1, last_refused_at = excluded.last_refused_at,
+                details = excluded.details
 $$;
 revoke all on function ai_tokens_internal.record_refusal(jsonb, uuid, text, text, jsonb) from public, anon, authenticated;
 
@@ -2827,7 +2933,9 @@ set check_function_bodies = off;
 -- 'refund'); a second refund is refused (409 already_refunded). Purchased tokens go
 -- back to their grant while it is valid, everything else to the period allowance.
 -- The service role or an owner/admin of the organization (404 for non-members, 403
--- for other members).
+-- for other members). Owners and admins may refund ai_token_settings.admin_refunds_per_period
+-- deductions per period and token type (429 refund_limit_reached after that); the
+-- service role is not limited.
 create or replace function public.refund_deduction(usage_id uuid, reason text default null)
 returns jsonb
 language plpgsql
@@ -2840,6 +2948,8 @@ declare
   caller_role text;
   account public.ai_tokens;
   restored_purchased integer;
+  refund_limit integer;
+  refunds_used bigint;
 begin
   if refund_deduction.usage_id is null then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'usage_id is required', jsonb_build_object('field', 'usage_id'));
@@ -2878,6 +2988,27 @@ begin
     perform ai_tokens_internal.refuse(409, 'not_initialized',
       format('Organization (id=%s) has no %s tokens to refund into', refunded.organization_id, refunded.token_type),
       jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type));
+  end if;
+
+  -- Owners and admins refund at most admin_refunds_per_period deductions per period and
+  -- token type (counted, this one included, under the row lock settle_tokens took); the
+  -- service role is not limited. Otherwise deduct + refund would be free AI calls.
+  if not ai_tokens_internal.is_service_role() and account.id is not null then
+    select s.admin_refunds_per_period into refund_limit from public.ai_token_settings s;
+    select count(*) into refunds_used from public.ai_token_usage_log l
+    where l.organization_id = refunded.organization_id and l.token_type = refunded.token_type
+      and l.refunded_by is not null and l.refunded_at >= account.period_started_at;
+    if refunds_used > coalesce(refund_limit, 0) then
+      perform ai_tokens_internal.refuse(429, 'refund_limit_reached', 'Refund limit reached for this period',
+        jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type, 'limit', coalesce(refund_limit, 0),
+                           'used', refunds_used - 1, 'refresh_date', account.refresh_date));
+    end if;
+  end if;
+
+  if account.balance::bigint + refunded.tokens_deducted > ai_tokens_internal.balance_ceiling() then
+    perform ai_tokens_internal.refuse(409, 'balance_ceiling', 'The balance would exceed its maximum',
+      jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type, 'balance', account.balance,
+                         'tokens', refunded.tokens_deducted, 'max_balance', ai_tokens_internal.balance_ceiling()));
   end if;
 
   with restored as (
@@ -2939,8 +3070,9 @@ create policy "Service role manages plan change events"
   on public.ai_plan_change_events for all to service_role using (true) with check (true);
 
 -- set_organization_plan: move an organization to a plan and adjust the current period
--- of every token type at once (journaled 'plan_change'): a higher allocation adds the
--- difference to the balance; a lower one caps the period allowance (balance minus
+-- of every token type at once (journaled 'plan_change'): a higher allocation adds what
+-- lies above the highest allocation reached in the period (period_peak_allocation), so
+-- a period never spends more than that peak plus purchased tokens; a lower one caps the period allowance (balance minus
 -- purchased tokens) at the new allocation. Purchased tokens are kept. Idempotent on
 -- event_id (e.g. a Stripe event id): a retry returns the first result; the same
 -- event_id for another organization or plan is refused (409). Service role only.
@@ -2999,12 +3131,14 @@ begin
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'plan_change', 'external_id', set_organization_plan.event_id,
       'reason', format('plan %s -> %s', previous_plan, set_organization_plan.plan)));
-    new_balance := case
+    new_balance := least(ai_tokens_internal.balance_ceiling(), case
+      -- Only the allocation above the period's highest is new: a downgrade forfeits the
+      -- allowance above the lower plan, and cycling back up does not grant it again.
       when new_allocation > account.total_allocated
-        then account.balance + (new_allocation - account.total_allocated)
+        then account.balance + greatest(new_allocation - account.period_peak_allocation, 0)
       when new_allocation < account.total_allocated
         then least(account.balance - account.purchased_balance, new_allocation) + account.purchased_balance
-      else account.balance end;
+      else account.balance end);
     if new_balance <> account.balance or new_allocation <> account.total_allocated then
       update public.ai_tokens t
       set balance = new_balance, total_allocated = new_allocation, updated_at = now()
@@ -3167,6 +3301,114 @@ select * from (values
 ) as defaults (price_id, token_type, amount, expires_after_days, description)
 where not exists (select 1 from public.stripe_token_packs)
 on conflict do nothing;
+
+-- ------------------------------------------------------------ subscription order
+-- Stripe delivers events in no particular order and retries for days, so the newest
+-- event of a subscription wins: each subscription keeps the `created` time of the last
+-- event applied, an older event is acknowledged and ignored, and once a subscription
+-- is deleted (final in Stripe) no later event brings its plan back.
+create table if not exists public.stripe_subscriptions (
+  subscription_id text primary key check (length(subscription_id) between 1 and 255),
+  organization_id uuid not null,
+  plan text not null,
+  deleted boolean not null,
+  event_id text not null,
+  event_created timestamptz not null,
+  updated_at timestamptz not null default now()
+);
+comment on table public.stripe_subscriptions is 'Per Stripe subscription: the newest event applied (created time, id), the plan it set and whether the subscription was deleted. Older events, and events after the deletion, are ignored.';
+create index if not exists stripe_subscriptions_organization_id_idx on public.stripe_subscriptions (organization_id);
+
+-- Events the webhook acknowledged but refused for good (an out-of-range amount, a
+-- malformed pack): 200 to Stripe, so it stops retrying, and a row here for people.
+create table if not exists public.stripe_rejected_events (
+  event_id text primary key check (length(event_id) between 1 and 255),
+  type text not null,
+  reason text not null,
+  details jsonb not null default '{}'::jsonb,
+  received_at timestamptz not null default now()
+);
+comment on table public.stripe_rejected_events is 'Stripe events acknowledged with 200 but not applied because they can never succeed (reason, details).';
+
+revoke all on public.stripe_subscriptions, public.stripe_rejected_events from anon, authenticated;
+grant all on public.stripe_subscriptions, public.stripe_rejected_events to service_role;
+alter table public.stripe_subscriptions enable row level security;
+alter table public.stripe_rejected_events enable row level security;
+drop policy if exists "Service role manages Stripe subscriptions" on public.stripe_subscriptions;
+create policy "Service role manages Stripe subscriptions"
+  on public.stripe_subscriptions for all to service_role using (true) with check (true);
+drop policy if exists "Service role manages rejected Stripe events" on public.stripe_rejected_events;
+create policy "Service role manages rejected Stripe events"
+  on public.stripe_rejected_events for all to service_role using (true) with check (true);
+
+-- apply_subscription_event: apply one Stripe subscription event in order. plan null:
+-- the subscription ended (deleted, or a status that ends it) and the organization moves
+-- to ai_token_settings.cancelled_plan. deleted: customer.subscription.deleted, final.
+-- An event older than the newest applied one of its subscription (by `created`; a tie
+-- goes to the later delivery), or any other event after the deletion, is ignored
+-- ({"applied": false, "ignored": "stale_event" | "subscription_deleted"}); otherwise the
+-- plan is set through set_organization_plan (idempotent on event_id). Service role only.
+create or replace function public.apply_subscription_event(
+  organization_id uuid, subscription_id text, plan text, deleted boolean, event_id text, event_created timestamptz
+)
+returns jsonb
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+  known public.stripe_subscriptions;
+  target_plan text := apply_subscription_event.plan;
+  result jsonb;
+begin
+  perform ai_tokens_internal.require_service_role('apply_subscription_event');
+  perform ai_tokens_internal.require_argument(apply_subscription_event.organization_id is not null, 'organization_id');
+  perform ai_tokens_internal.require_argument(apply_subscription_event.subscription_id is not null, 'subscription_id');
+  perform ai_tokens_internal.require_argument(apply_subscription_event.deleted is not null, 'deleted');
+  perform ai_tokens_internal.require_argument(apply_subscription_event.event_id is not null, 'event_id');
+  perform ai_tokens_internal.require_argument(apply_subscription_event.event_created is not null, 'event_created');
+  if length(apply_subscription_event.subscription_id) not between 1 and 255 then
+    perform ai_tokens_internal.refuse(400, 'invalid_request', 'subscription_id must be 1 to 255 characters',
+      jsonb_build_object('field', 'subscription_id'));
+  end if;
+  if target_plan is null then
+    select s.cancelled_plan into target_plan from public.ai_token_settings s;
+  end if;
+  perform ai_tokens_internal.require_argument(target_plan is not null, 'plan');
+
+  perform ai_tokens_internal.lock('stripe_subscription', apply_subscription_event.subscription_id);
+  select * into known from public.stripe_subscriptions s
+  where s.subscription_id = apply_subscription_event.subscription_id;
+  if found and known.event_id <> apply_subscription_event.event_id then
+    if apply_subscription_event.event_created < known.event_created
+       or (known.deleted and not apply_subscription_event.deleted) then
+      return jsonb_build_object(
+        'applied', false,
+        'ignored', case when apply_subscription_event.event_created < known.event_created
+                        then 'stale_event' else 'subscription_deleted' end,
+        'subscription_id', known.subscription_id, 'organization_id', known.organization_id,
+        'plan', known.plan, 'event_id', apply_subscription_event.event_id,
+        'newest_event_id', known.event_id, 'newest_event_created', known.event_created);
+    end if;
+  end if;
+
+  result := public.set_organization_plan(apply_subscription_event.organization_id, target_plan,
+                                         apply_subscription_event.event_id);
+  insert into public.stripe_subscriptions as s
+    (subscription_id, organization_id, plan, deleted, event_id, event_created)
+  values (apply_subscription_event.subscription_id, apply_subscription_event.organization_id, target_plan,
+          apply_subscription_event.deleted, apply_subscription_event.event_id, apply_subscription_event.event_created)
+  on conflict on constraint stripe_subscriptions_pkey do update
+    set organization_id = excluded.organization_id, plan = excluded.plan, deleted = excluded.deleted,
+        event_id = excluded.event_id, event_created = excluded.event_created, updated_at = now()
+    where s.event_created <= excluded.event_created;
+  return result || jsonb_build_object('applied', true, 'subscription_id', apply_subscription_event.subscription_id);
+end
+$$;
+revoke all on function public.apply_subscription_event(uuid, text, text, boolean, text, timestamptz) from public, anon, authenticated;
+grant execute on function public.apply_subscription_event(uuid, text, text, boolean, text, timestamptz) to service_role;
+comment on function public.apply_subscription_event(uuid, text, text, boolean, text, timestamptz) is 'tokens-client: apply a Stripe subscription event in order: the newest event per subscription wins (service role)';
 
 -- ============================================================ 18_schedule.sql
 -- tokens-client · 18 schedule: the daily settlement job.

@@ -26,7 +26,7 @@ begin
                       'commit_reservation', 'release_reservation', 'set_rate_limit', 'refund_deduction',
                       'set_organization_plan', 'get_usage_report', 'set_enforcement_mode',
                       'set_webhook_endpoint', 'delete_webhook_endpoint', 'claim_webhook_deliveries',
-                      'complete_webhook_delivery')
+                      'complete_webhook_delivery', 'apply_subscription_event', 'ai_tokens_check_request')
     and coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') not like 'tokens-client:%';
   if clash is not null then
     raise exception 'tokens-client: functions of the same names exist in public and are not ours: %', clash
@@ -121,6 +121,23 @@ end
 $$;
 revoke all on function ai_tokens_internal.require_argument(boolean, text) from public, anon;
 grant execute on function ai_tokens_internal.require_argument(boolean, text) to authenticated, service_role;
+
+-- The most tokens one ai_tokens row may hold (balance; the ai_tokens_balance_within_ceiling
+-- constraint holds the same number). With plan allocations capped at the same number,
+-- allocation + purchased tokens never pass 2^31 - 1, so every sum fits an integer and
+-- a refresh, plan change or initialize_tokens clamps to the ceiling instead of failing:
+-- no organization can be wedged by an overflow. Grants and refunds that would pass it
+-- are refused up front (400 invalid_amount / 409 balance_ceiling).
+create or replace function ai_tokens_internal.balance_ceiling()
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+  select 1000000000
+$$;
+revoke all on function ai_tokens_internal.balance_ceiling() from public, anon, authenticated;
+grant execute on function ai_tokens_internal.balance_ceiling() to service_role;
 
 -- A transaction-level advisory lock in tokens-client's own key space: one namespace
 -- per kind of thing serialised (a request id, an external id, a user's rate window).

@@ -92,3 +92,39 @@ end
 $$;
 revoke all on function ai_tokens_internal.resolve_organization(uuid) from public, anon;
 grant execute on function ai_tokens_internal.resolve_organization(uuid) to authenticated, service_role;
+
+-- PostgREST's db-pre-request hook: runs before every API request, as the request's
+-- role, and refuses (401 invalid_jwt) a JWT that Supabase Auth would never sign: one
+-- without a numeric `exp` (PostgREST accepts it forever; the Edge Functions refuse it)
+-- or whose `sub` is not a uuid (auth.uid() would fail with 22P02 in every policy and
+-- function). A request without a JWT passes (PostgREST then acts as anon). In public,
+-- security invoker, because anon runs it too and has no privilege on our schema. The
+-- local stack configures it; on a hosted project run once, as postgres:
+--   alter role authenticator set pgrst.db_pre_request = 'public.ai_tokens_check_request';
+--   notify pgrst, 'reload config';
+create or replace function public.ai_tokens_check_request()
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+begin
+  if claims is null or claims - 'role' = '{}'::jsonb then
+    return;
+  end if;
+  if jsonb_typeof(claims -> 'exp') is distinct from 'number' then
+    raise exception using errcode = 'PT401', message = 'JWT has no expiry',
+      detail = jsonb_build_object('reason', 'invalid_jwt', 'claim', 'exp')::text;
+  end if;
+  if claims ? 'sub' and coalesce(claims ->> 'sub', '')
+       !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    raise exception using errcode = 'PT401', message = 'JWT subject is not a user id',
+      detail = jsonb_build_object('reason', 'invalid_jwt', 'claim', 'sub')::text;
+  end if;
+end
+$$;
+revoke all on function public.ai_tokens_check_request() from public;
+grant execute on function public.ai_tokens_check_request() to anon, authenticated, service_role;
+comment on function public.ai_tokens_check_request() is 'tokens-client: PostgREST db-pre-request: refuse a JWT without exp or with a sub that is not a uuid';

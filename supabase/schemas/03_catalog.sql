@@ -44,9 +44,10 @@ create index if not exists ai_features_token_type_idx on public.ai_features (tok
 create table if not exists public.ai_token_settings (
   singleton boolean primary key default true check (singleton),
   cancelled_plan text not null references public.ai_plans (plan) on update cascade,
+  admin_refunds_per_period integer not null default 10 check (admin_refunds_per_period >= 0),
   updated_at timestamptz not null default now()
 );
-comment on table public.ai_token_settings is 'tokens-client settings. cancelled_plan: the plan an organization moves to when its subscription ends (Stripe customer.subscription.deleted).';
+comment on table public.ai_token_settings is 'tokens-client settings. cancelled_plan: the plan an organization moves to when its subscription ends (Stripe customer.subscription.deleted). admin_refunds_per_period: how many deductions the owners and admins of an organization may refund per period and token type (the service role is not limited).';
 
 -- --------------------------------------------------------------- privileges and RLS
 -- Supabase's default privileges grant everything on new tables in public to anon and

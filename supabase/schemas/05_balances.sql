@@ -19,15 +19,19 @@ create table if not exists public.ai_tokens (
   reserved integer not null default 0,
   period_started_at timestamptz not null default now(),
   debt bigint not null default 0 constraint ai_tokens_debt_not_negative check (debt >= 0),
+  period_peak_allocation integer not null default 0,
   constraint ai_tokens_organization_token_type_key unique (organization_id, token_type),
   constraint ai_tokens_purchased_within_balance check (purchased_balance >= 0 and purchased_balance <= balance),
-  constraint ai_tokens_reserved_not_negative check (reserved >= 0)
+  constraint ai_tokens_reserved_not_negative check (reserved >= 0),
+  -- ai_tokens_internal.balance_ceiling(): the most tokens a row may hold.
+  constraint ai_tokens_balance_within_ceiling check (balance <= 1000000000)
 );
 comment on table public.ai_tokens is 'One row per organization and token type. balance never goes below zero (constraint), and only the token functions change it. organization_id names an organization of the host app (see the organization_exists seam).';
 comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
 comment on column public.ai_tokens.reserved is 'Tokens held by active reservations: available = balance - reserved.';
 comment on column public.ai_tokens.debt is 'Tokens used beyond what was available (a reservation committed above its estimate when the balance could not cover it): taken from the next period''s allowance at the refresh.';
 comment on column public.ai_tokens.period_started_at is 'Start of the current allocation period (the last refresh boundary).';
+comment on column public.ai_tokens.period_peak_allocation is 'The highest total_allocated reached in the current period (kept by a trigger): an upgrade adds only the allocation above it, so plan cycling never re-grants an allowance.';
 create index if not exists ai_tokens_token_type_idx on public.ai_tokens (token_type);
 create index if not exists idx_ai_tokens_refresh on public.ai_tokens (refresh_date) where refresh_date is not null;
 
@@ -43,6 +47,28 @@ create policy "Members can view their organization's token balances"
 drop policy if exists "Service role manages token balances" on public.ai_tokens;
 create policy "Service role manages token balances"
   on public.ai_tokens for all to service_role using (true) with check (true);
+
+-- Keep period_peak_allocation: the highest allocation of the current period, starting
+-- again from total_allocated when a new period starts (refresh, initialize_tokens).
+create or replace function ai_tokens_internal.track_period_peak()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if tg_op = 'INSERT' or new.period_started_at is distinct from old.period_started_at then
+    new.period_peak_allocation := new.total_allocated;
+  else
+    new.period_peak_allocation := greatest(old.period_peak_allocation, new.total_allocated);
+  end if;
+  return new;
+end
+$$;
+revoke all on function ai_tokens_internal.track_period_peak() from public, anon, authenticated;
+
+create or replace trigger ai_tokens_track_period_peak
+  before insert or update on public.ai_tokens
+  for each row execute function ai_tokens_internal.track_period_peak();
 
 -- The organization's row for a token type, locked and brought up to date (settled, see
 -- 07_settlement.sql). Missing, it is created first: the plan's allocation, for the
@@ -100,6 +126,7 @@ begin
   account.total_allocated := ai_tokens_internal.plan_allocation(
     ai_tokens_internal.organization_plan(unopened_account.organization_id), unopened_account.token_type);
   account.balance := account.total_allocated;
+  account.period_peak_allocation := account.total_allocated;
   account.purchased_balance := 0;
   account.reserved := 0;
   account.debt := 0;
@@ -163,7 +190,7 @@ begin
   from public.ai_token_types tt
   order by tt.token_type
   on conflict on constraint ai_tokens_organization_token_type_key do update
-    set balance = excluded.balance + t.purchased_balance,
+    set balance = least(excluded.balance + t.purchased_balance, ai_tokens_internal.balance_ceiling()),
         total_allocated = excluded.total_allocated,
         refresh_date = excluded.refresh_date,
         period_started_at = excluded.period_started_at,

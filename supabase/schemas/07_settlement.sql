@@ -140,7 +140,8 @@ begin
       'kind', 'refresh', 'reason', format('period starting %s', boundary.period_start)));
     -- Debt from overruns comes out of the new period's allowance (never the purchased part).
     update public.ai_tokens t
-    set balance = greatest(coalesce(allocation, 0) - t.debt, 0) + t.purchased_balance,
+    set balance = least(greatest(coalesce(allocation, 0) - t.debt, 0) + t.purchased_balance,
+                        ai_tokens_internal.balance_ceiling()),
         debt = greatest(t.debt - coalesce(allocation, 0), 0),
         total_allocated = coalesce(allocation, 0),
         period_started_at = boundary.period_start,
@@ -190,9 +191,11 @@ begin
     allocation := ai_tokens_internal.plan_allocation(
       ai_tokens_internal.organization_plan(settled.organization_id), settled.token_type);
     select * into boundary from ai_tokens_internal.next_refresh(settled.refresh_date);
-    settled.balance := greatest(coalesce(allocation, 0) - settled.debt, 0) + settled.purchased_balance;
+    settled.balance := least(greatest(coalesce(allocation, 0) - settled.debt, 0) + settled.purchased_balance,
+                             ai_tokens_internal.balance_ceiling());
     settled.debt := greatest(settled.debt - coalesce(allocation, 0), 0);
     settled.total_allocated := coalesce(allocation, 0);
+    settled.period_peak_allocation := coalesce(allocation, 0);
     settled.period_started_at := boundary.period_start;
     settled.refresh_date := boundary.next_refresh_date;
   end if;

@@ -147,10 +147,10 @@ begin
   end if;
 
   account := ai_tokens_internal.open_account(grant_tokens.organization_id, grant_tokens.token_type);
-  if account.balance::bigint + grant_tokens.amount > 2147483647 then
+  if account.balance::bigint + grant_tokens.amount > ai_tokens_internal.balance_ceiling() then
     perform ai_tokens_internal.refuse(400, 'invalid_amount', 'the balance would exceed its maximum',
       jsonb_build_object('field', 'amount', 'amount', grant_tokens.amount, 'balance', account.balance,
-                         'max_balance', 2147483647));
+                         'max_balance', ai_tokens_internal.balance_ceiling()));
   end if;
 
   insert into public.ai_token_grants

@@ -25,6 +25,9 @@ comment on column public.ai_token_usage_log.quantity is 'Units metered (deduct_t
 comment on column public.ai_token_usage_log.reservation_id is 'The reservation this deduction committed (null for deduct_tokens).';
 create index if not exists idx_ai_token_usage_org_date on public.ai_token_usage_log (organization_id, created_at desc);
 create index if not exists ai_token_usage_log_user_date_idx on public.ai_token_usage_log (user_id, created_at desc);
+-- Refunds by owners and admins in a period (refund_deduction's limit).
+create index if not exists ai_token_usage_log_admin_refunds_idx
+  on public.ai_token_usage_log (organization_id, token_type, refunded_at) where refunded_by is not null;
 create unique index if not exists ai_token_usage_log_request_id_key
   on public.ai_token_usage_log (organization_id, request_id) where request_id is not null;
 create index if not exists ai_token_usage_log_reservation_id_idx on public.ai_token_usage_log (reservation_id)

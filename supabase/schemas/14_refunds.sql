@@ -5,7 +5,9 @@ set check_function_bodies = off;
 -- 'refund'); a second refund is refused (409 already_refunded). Purchased tokens go
 -- back to their grant while it is valid, everything else to the period allowance.
 -- The service role or an owner/admin of the organization (404 for non-members, 403
--- for other members).
+-- for other members). Owners and admins may refund ai_token_settings.admin_refunds_per_period
+-- deductions per period and token type (429 refund_limit_reached after that); the
+-- service role is not limited.
 create or replace function public.refund_deduction(usage_id uuid, reason text default null)
 returns jsonb
 language plpgsql
@@ -18,6 +20,8 @@ declare
   caller_role text;
   account public.ai_tokens;
   restored_purchased integer;
+  refund_limit integer;
+  refunds_used bigint;
 begin
   if refund_deduction.usage_id is null then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'usage_id is required', jsonb_build_object('field', 'usage_id'));
@@ -56,6 +60,27 @@ begin
     perform ai_tokens_internal.refuse(409, 'not_initialized',
       format('Organization (id=%s) has no %s tokens to refund into', refunded.organization_id, refunded.token_type),
       jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type));
+  end if;
+
+  -- Owners and admins refund at most admin_refunds_per_period deductions per period and
+  -- token type (counted, this one included, under the row lock settle_tokens took); the
+  -- service role is not limited. Otherwise deduct + refund would be free AI calls.
+  if not ai_tokens_internal.is_service_role() and account.id is not null then
+    select s.admin_refunds_per_period into refund_limit from public.ai_token_settings s;
+    select count(*) into refunds_used from public.ai_token_usage_log l
+    where l.organization_id = refunded.organization_id and l.token_type = refunded.token_type
+      and l.refunded_by is not null and l.refunded_at >= account.period_started_at;
+    if refunds_used > coalesce(refund_limit, 0) then
+      perform ai_tokens_internal.refuse(429, 'refund_limit_reached', 'Refund limit reached for this period',
+        jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type, 'limit', coalesce(refund_limit, 0),
+                           'used', refunds_used - 1, 'refresh_date', account.refresh_date));
+    end if;
+  end if;
+
+  if account.balance::bigint + refunded.tokens_deducted > ai_tokens_internal.balance_ceiling() then
+    perform ai_tokens_internal.refuse(409, 'balance_ceiling', 'The balance would exceed its maximum',
+      jsonb_build_object('usage_id', refunded.id, 'token_type', refunded.token_type, 'balance', account.balance,
+                         'tokens', refunded.tokens_deducted, 'max_balance', ai_tokens_internal.balance_ceiling()));
   end if;
 
   with restored as (

@@ -24,8 +24,9 @@ create policy "Service role manages plan change events"
   on public.ai_plan_change_events for all to service_role using (true) with check (true);
 
 -- set_organization_plan: move an organization to a plan and adjust the current period
--- of every token type at once (journaled 'plan_change'): a higher allocation adds the
--- difference to the balance; a lower one caps the period allowance (balance minus
+-- of every token type at once (journaled 'plan_change'): a higher allocation adds what
+-- lies above the highest allocation reached in the period (period_peak_allocation), so
+-- a period never spends more than that peak plus purchased tokens; a lower one caps the period allowance (balance minus
 -- purchased tokens) at the new allocation. Purchased tokens are kept. Idempotent on
 -- event_id (e.g. a Stripe event id): a retry returns the first result; the same
 -- event_id for another organization or plan is refused (409). Service role only.
@@ -84,12 +85,14 @@ begin
     perform ai_tokens_internal.journal_as(jsonb_build_object(
       'kind', 'plan_change', 'external_id', set_organization_plan.event_id,
       'reason', format('plan %s -> %s', previous_plan, set_organization_plan.plan)));
-    new_balance := case
+    new_balance := least(ai_tokens_internal.balance_ceiling(), case
+      -- Only the allocation above the period's highest is new: a downgrade forfeits the
+      -- allowance above the lower plan, and cycling back up does not grant it again.
       when new_allocation > account.total_allocated
-        then account.balance + (new_allocation - account.total_allocated)
+        then account.balance + greatest(new_allocation - account.period_peak_allocation, 0)
       when new_allocation < account.total_allocated
         then least(account.balance - account.purchased_balance, new_allocation) + account.purchased_balance
-      else account.balance end;
+      else account.balance end);
     if new_balance <> account.balance or new_allocation <> account.total_allocated then
       update public.ai_tokens t
       set balance = new_balance, total_allocated = new_allocation, updated_at = now()

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -641,6 +642,8 @@ class Stack:
                     "db-max-rows = 1000",
                     "db-pool = 20",
                     "db-channel-enabled = true",
+                    # refuses JWTs without exp or with a non-uuid sub (02_tenancy.sql)
+                    'db-pre-request = "public.ai_tokens_check_request"',
                     f'jwt-secret = "{secret}"',
                     'server-host = "127.0.0.1"',
                     f"server-port = {cfg.rest_port}",
@@ -661,9 +664,31 @@ class Stack:
         status = self.status()
         temp = self.dir / "nginx"
         user_line = "user root;" if os.geteuid() == 0 else ""
-        # Kong's behaviour: the `apikey` header authorises the request when no
-        # Authorization header is sent; the opaque sb_publishable_/sb_secret_ keys are
-        # exchanged for the anon / service_role JWT, as the hosted gateway does.
+        # Kong's behaviour: /rest/v1 and /functions/v1 need an `apikey` that is one of the
+        # project's keys, compared exactly (nginx map strings match case-insensitively, so
+        # each key is an anchored, case-sensitive regex); the opaque sb_publishable_ /
+        # sb_secret_ keys are exchanged for the anon / service_role JWT, and the apikey
+        # authorises the request when no Authorization header is sent. A user's JWT is
+        # not an API key. The Stripe webhook is the exception: Stripe sends no apikey, and
+        # the function verifies Stripe-Signature itself (deployed with --no-verify-jwt).
+        anon_jwt, service_jwt = status.anon_key, status.service_role_key
+        publishable, secret = state["publishable_key"], state["secret_key"]
+
+        def exactly(value: str) -> str:
+            return '"~^' + re.escape(value) + '$"'
+
+        # CORS preflights carry no apikey (browsers send no custom headers with them).
+        refuse_without_apikey = """
+      default_type application/json;
+      set $apikey_state $apikey_jwt;
+      if ($http_apikey = "") { set $apikey_state "missing"; }
+      if ($request_method = OPTIONS) { set $apikey_state "preflight"; }
+      if ($apikey_state = "missing") {
+        return 401 '{"message":"No API key found in request","reason":"missing_api_key"}';
+      }
+      if ($apikey_state = "") {
+        return 401 '{"message":"Invalid API key","reason":"invalid_api_key"}';
+      }"""
         return f"""
 {user_line}
 worker_processes 2;
@@ -680,14 +705,16 @@ http {{
   uwsgi_temp_path {temp}/uwsgi;
   scgi_temp_path {temp}/scgi;
   map $http_apikey $apikey_jwt {{
-    default $http_apikey;
-    "{state["publishable_key"]}" "{status.anon_key}";
-    "{state["secret_key"]}" "{status.service_role_key}";
+    default "";
+    {exactly(anon_jwt)} "{anon_jwt}";
+    {exactly(service_jwt)} "{service_jwt}";
+    {exactly(publishable)} "{anon_jwt}";
+    {exactly(secret)} "{service_jwt}";
   }}
   map $http_authorization $upstream_authorization {{
     "" "Bearer $apikey_jwt";
-    "Bearer {state["publishable_key"]}" "Bearer {status.anon_key}";
-    "Bearer {state["secret_key"]}" "Bearer {status.service_role_key}";
+    {exactly("Bearer " + publishable)} "Bearer {anon_jwt}";
+    {exactly("Bearer " + secret)} "Bearer {service_jwt}";
     default $http_authorization;
   }}
   upstream postgrest {{ server 127.0.0.1:{cfg.rest_port}; keepalive 64; }}
@@ -695,17 +722,23 @@ http {{
   server {{
     listen 127.0.0.1:{cfg.api_port};
     client_max_body_size 2m;
-    location /rest/v1/ {{
+    location /rest/v1/ {{{refuse_without_apikey}
       proxy_pass http://postgrest/;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Authorization $upstream_authorization;
     }}
-    location /functions/v1/ {{
+    location /functions/v1/ {{{refuse_without_apikey}
       proxy_pass http://functions/;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Authorization $upstream_authorization;
+      proxy_read_timeout 150s;
+    }}
+    location /functions/v1/stripe-webhook {{
+      proxy_pass http://functions/stripe-webhook;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
       proxy_read_timeout 150s;
     }}
     location /dashboard/ {{

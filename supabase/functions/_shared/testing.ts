@@ -129,7 +129,10 @@ export interface Answer {
   body: any;
 }
 
-/** Call a function through the gateway; the body is always read (JSON when it is JSON). */
+/**
+ * Call a function through the gateway, with the anon key as `apikey` (as supabase-js
+ * sends it) unless `headers` name one; the body is always read (JSON when it is JSON).
+ */
 export async function call(
   path: string,
   init: {
@@ -139,7 +142,7 @@ export async function call(
     headers?: Record<string, string>;
   } = {},
 ): Promise<Answer> {
-  const headers: Record<string, string> = { ...init.headers };
+  const headers: Record<string, string> = { apikey: env.anonKey, ...init.headers };
   if (init.token) headers.Authorization = `Bearer ${init.token}`;
   let body: string | undefined;
   if (init.body !== undefined) {

@@ -5,18 +5,27 @@
 // Every event is verified with STRIPE_WEBHOOK_SECRET by the official `stripe` package
 // before anything is read; unsigned, forged or stale events get 400 and change nothing.
 //
-//   customer.subscription.created / updated  → set_organization_plan(plan of its price)
-//   customer.subscription.deleted            → set_organization_plan('starter')
+//   customer.subscription.created / updated  → apply_subscription_event(plan of its price)
+//   customer.subscription.deleted            → apply_subscription_event(ai_token_settings.cancelled_plan)
 //   checkout.session.completed (paid) and
-//   checkout.session.async_payment_succeeded → grant_tokens(the token pack)
+//   checkout.session.async_payment_succeeded → grant_tokens(the token pack), once per session
 //   anything else                            → 200 {"received": true, "ignored": true}
+//
+// Order: Stripe delivers out of order, so the newest event per subscription (by its
+// `created`) wins and a deleted subscription stays deleted (apply_subscription_event);
+// an older event is acknowledged with 200 and ignored. A checkout session grants once
+// whichever of its two events arrive (grant_tokens is idempotent on the session id).
+// An event that can never succeed (an amount out of range, a malformed pack) is
+// answered 200 {"rejected": true} and recorded in stripe_rejected_events, so Stripe
+// stops retrying; a missing mapping row stays 422, so Stripe retries until it is added.
 //
 // The organization comes from `metadata.organization_id` of the subscription (set it
 // with `subscription_data.metadata` when creating the Checkout Session) or of the
 // checkout session (`metadata`, or `client_reference_id` as for Payment Links). Events
 // without one are not ours: 200 ignored. The token pack of a checkout session comes from
 // its metadata: `token_type` + `amount`, or `price_id` looked up in stripe_token_packs.
-// Each RPC gets the Stripe event id, so a redelivered event changes nothing.
+// Plan changes are idempotent on the Stripe event id, grants on the checkout session id,
+// so a redelivered event changes nothing.
 //
 // The service role key is used here only: Stripe is not a signed-in user.
 
@@ -32,6 +41,12 @@ import {
 import { httpErrorFromPostgrest } from "../_shared/postgrest.ts";
 
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
+/** Stripe's default signature tolerance, both ways. */
+const TOLERANCE_SECONDS = 300;
+/** Reasons an event can never succeed with: acknowledged (200) and recorded, not retried. */
+const PERMANENT = new Set(["invalid_amount", "invalid_token_pack"]);
+/** The largest pack grant_tokens accepts. */
+const MAX_PACK = 1_000_000_000;
 
 type Event = Stripe.Event;
 type Subscription = Stripe.Subscription;
@@ -49,11 +64,37 @@ Deno.serve(async (request) => {
     }
     if (request.method !== "POST") throw methodNotAllowed(request.method, ["POST"]);
     const event = await verifiedEvent(request);
-    return await handle(event);
+    try {
+      return await handle(event);
+    } catch (error) {
+      if (error instanceof HttpError && PERMANENT.has(error.reason)) {
+        return await rejected(event, error);
+      }
+      throw error;
+    }
   } catch (error) {
     return errorResponse(error);
   }
 });
+
+/** 200, so Stripe stops retrying an event that can never succeed; recorded for people. */
+async function rejected(event: Event, error: HttpError): Promise<Response> {
+  const { error: failed, status } = await serviceClient().from("stripe_rejected_events").upsert({
+    event_id: event.id,
+    type: event.type,
+    reason: error.reason,
+    details: { message: error.message, ...error.details },
+  });
+  if (failed) throw httpErrorFromPostgrest(failed, status);
+  return json({
+    received: true,
+    rejected: true,
+    reason: error.reason,
+    eventId: event.id,
+    type: event.type,
+    details: error.details,
+  });
+}
 
 /** The event, once its Stripe-Signature matches the body and is within the tolerance. */
 async function verifiedEvent(request: Request): Promise<Event> {
@@ -66,12 +107,22 @@ async function verifiedEvent(request: Request): Promise<Event> {
   if (!signature) {
     throw new HttpError(400, "invalid_signature", "The Stripe-Signature header is missing");
   }
+  // The stripe package refuses a timestamp older than the tolerance but not one in the
+  // future; a signature made for later is refused as well.
+  const timestamp = Number(/(?:^|,)\s*t=(\d+)/.exec(signature)?.[1]);
+  if (Number.isFinite(timestamp) && timestamp > Date.now() / 1000 + TOLERANCE_SECONDS) {
+    throw new HttpError(
+      400,
+      "invalid_signature",
+      "The Stripe-Signature timestamp is in the future",
+    );
+  }
   try {
     return await Stripe.webhooks.constructEventAsync(
       payload,
       signature,
       secret,
-      undefined, // Stripe's default tolerance: 300 seconds
+      TOLERANCE_SECONDS,
       cryptoProvider,
     );
   } catch (error) {
@@ -129,27 +180,33 @@ async function onSubscription(event: Event, subscription: Subscription): Promise
   const organizationId = organizationOf(subscription.metadata?.organization_id);
   if (!organizationId) return ignored(event, "no_organization");
 
-  let plan: string;
-  if (event.type === "customer.subscription.deleted" || ENDED.has(subscription.status)) {
-    plan = "starter";
+  const deleted = event.type === "customer.subscription.deleted";
+  // null: the subscription ended; the database moves it to ai_token_settings.cancelled_plan.
+  let plan: string | null;
+  if (deleted || ENDED.has(subscription.status)) {
+    plan = null;
   } else if (PAYING.has(subscription.status)) {
     plan = await planOf(subscription.items.data.map((item) => item.price.id));
   } else {
     return ignored(event, "subscription_not_active");
   }
 
-  const { data, error, status } = await serviceClient().rpc("set_organization_plan", {
+  const { data, error, status } = await serviceClient().rpc("apply_subscription_event", {
     organization_id: organizationId,
+    subscription_id: subscription.id,
     plan,
+    deleted,
     event_id: event.id,
+    event_created: new Date(event.created * 1000).toISOString(),
   });
   if (error) throw httpErrorFromPostgrest(error, status);
+  if (data.applied === false) return ignored(event, data.ignored);
   return json({
     received: true,
     eventId: event.id,
     type: event.type,
     organizationId,
-    plan,
+    plan: data.plan,
     result: data,
   });
 }
@@ -188,9 +245,11 @@ async function onCheckout(event: Event, session: CheckoutSession): Promise<Respo
   const organizationId = organizationOf(metadata.organization_id, session.client_reference_id);
   if (!organizationId) return ignored(event, "no_organization");
   const pack = await tokenPackOf(metadata);
+  // From the session's own time, so both of its events compute the same expiry.
+  const created = session.created ?? event.created;
   const expiresAt = pack.expiresAfterDays === null
     ? null
-    : new Date((event.created + pack.expiresAfterDays * 86400) * 1000).toISOString();
+    : new Date((created + pack.expiresAfterDays * 86400) * 1000).toISOString();
 
   const { data, error, status } = await serviceClient().rpc("grant_tokens", {
     organization_id: organizationId,
@@ -198,7 +257,8 @@ async function onCheckout(event: Event, session: CheckoutSession): Promise<Respo
     amount: pack.amount,
     expires_at: expiresAt,
     reason: `Stripe checkout ${session.id}`,
-    external_id: event.id,
+    // The session, not the event: completed and async_payment_succeeded grant once.
+    external_id: session.id,
   });
   if (error) throw httpErrorFromPostgrest(error, status);
   return json({
@@ -217,8 +277,12 @@ async function onCheckout(event: Event, session: CheckoutSession): Promise<Respo
 async function tokenPackOf(metadata: Record<string, string>): Promise<TokenPack> {
   if (metadata.token_type && metadata.amount) {
     const amount = Number(metadata.amount);
-    if (!/^\d+$/.test(metadata.amount) || !Number.isSafeInteger(amount) || amount < 1) {
-      throw new HttpError(422, "invalid_token_pack", "metadata.amount must be a positive integer", {
+    // The bounds of grant_tokens (and stripe_token_packs.amount): 1 to 1,000,000,000.
+    if (
+      !/^\d+$/.test(metadata.amount) || !Number.isSafeInteger(amount) || amount < 1 ||
+      amount > MAX_PACK
+    ) {
+      throw new HttpError(422, "invalid_token_pack", "metadata.amount must be 1 to 1000000000", {
         amount: metadata.amount,
       });
     }

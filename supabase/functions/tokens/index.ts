@@ -56,7 +56,7 @@ Deno.serve(async (request) => {
 
 /**
  * The caller's bearer token, refused early (401) when it cannot be a signed-in user's:
- * missing, the anon key, an anon-role token, not a JWT, or past its `exp`. The claims
+ * missing, the anon key, an anon-role token, not a JWT, without an `exp` or past it. The claims
  * are read only to refuse; PostgREST verifies the signature of whatever is let through.
  */
 function userToken(request: Request): string {
@@ -70,7 +70,12 @@ function userToken(request: Request): string {
   if (claims.role === "anon") {
     throw new HttpError(401, "unauthenticated", "Sign in to use AI features");
   }
-  if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
+  // Supabase Auth always signs an exp; a token without one would never expire (PostgREST
+  // refuses it too, in its db-pre-request hook).
+  if (typeof claims.exp !== "number") {
+    throw new HttpError(401, "invalid_jwt", "Your session is not valid; sign in again");
+  }
+  if (claims.exp * 1000 <= Date.now()) {
     throw new HttpError(401, "jwt_expired", "Your session has expired; sign in again");
   }
   return token;

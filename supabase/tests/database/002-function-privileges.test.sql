@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(471);
+select plan(498);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -39,6 +39,8 @@ insert into tests.intended_grants values
   ('public.delete_webhook_endpoint(uuid)',                        false, false, false, true),
   ('public.claim_webhook_deliveries(integer,integer)',            false, false, false, true),
   ('public.complete_webhook_delivery(uuid,uuid,boolean,integer,text)', false, false, false, true),
+  ('public.apply_subscription_event(uuid,text,text,boolean,text,timestamp with time zone)',
+                                                                  false, false, false, true),
   -- The user API: signed-in users and the service role.
   ('public.has_enough_tokens(text,uuid)',                         true,  false, true,  true),
   ('public.deduct_tokens(text,uuid,text,integer)',                        true,  false, true,  true),
@@ -48,6 +50,8 @@ insert into tests.intended_grants values
   ('public.release_reservation(uuid)',                            true,  false, true,  true),
   ('public.refund_deduction(uuid,text)',                          true,  false, true,  true),
   ('public.get_usage_report(uuid,text,timestamp with time zone)', true,  false, true,  true),
+  -- PostgREST's db-pre-request hook runs as every request's role, anon included.
+  ('public.ai_tokens_check_request()',                            false, true,  true,  true),
   -- The membership seam: RLS policies call it as the querying role.
   ('ai_tokens_internal.memberships()',                            true,  false, true,  true),
   -- The other seams read or write the host's tables as their owner; only our own
@@ -67,6 +71,7 @@ insert into tests.intended_grants values
   ('ai_tokens_internal.require_service_role(text)',               false, false, false, true),
   ('ai_tokens_internal.require_organization(uuid)',               false, false, false, true),
   ('ai_tokens_internal.require_plan(text)',                       false, false, false, true),
+  ('ai_tokens_internal.balance_ceiling()',                        false, false, false, true),
   ('ai_tokens_internal.lock(text,text)',                          false, false, false, true),
   ('ai_tokens_internal.journal_as(jsonb)',                        false, false, false, true),
   ('ai_tokens_internal.enforcement_mode(uuid)',                   false, false, false, true),
@@ -103,7 +108,8 @@ insert into tests.intended_grants values
   -- DEFINER so it is written whoever changes a balance.
   ('ai_tokens_internal.journal_token_balance()',                  true,  false, false, false),
   ('ai_tokens_internal.notify_token_alert()',                     false, false, false, false),
-  ('ai_tokens_internal.enqueue_alert_webhooks()',                 true,  false, false, false);
+  ('ai_tokens_internal.enqueue_alert_webhooks()',                 true,  false, false, false),
+  ('ai_tokens_internal.track_period_peak()',                      false, false, false, false);
 
 -- tokens-client's functions: all of schema ai_tokens_internal, and the functions of
 -- public whose comment says 'tokens-client: ...' (the host app's own functions in public
@@ -121,7 +127,9 @@ $$;
 create function tests.executable_by_public_or_anon() returns setof text
 language sql stable as $$
   select f::regprocedure::text from tests.own_functions() f
-  where has_function_privilege('public', f, 'execute') or has_function_privilege('anon', f, 'execute')
+  where has_function_privilege('public', f, 'execute')
+     or (has_function_privilege('anon', f, 'execute')
+         and f not in (select to_regprocedure(g.signature) from tests.intended_grants g where g.anon))
   order by 1
 $$;
 
@@ -200,7 +208,7 @@ order by g.signature;
 
 -- ------------------------------------------------------------ generic rules
 select is_empty($$ select * from tests.executable_by_public_or_anon() $$,
-  'no function of tokens-client is executable by PUBLIC or anon');
+  'no function of tokens-client is executable by PUBLIC, or by anon unless listed (the pre-request hook)');
 select is_empty($$ select * from tests.security_definer_without_empty_search_path() $$,
   'every SECURITY DEFINER function of tokens-client pins search_path = ''''');
 select is_empty($$ select * from tests.without_search_path() $$,

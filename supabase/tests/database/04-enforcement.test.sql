@@ -44,10 +44,10 @@ select is((select balance from public.ai_tokens where organization_id = :'org_a'
 select is((select count(*) from public.ai_token_usage_log where organization_id = :'org_a' and tokens_deducted > 0), 2::bigint,
   'monitor: usage rows only for what was charged');
 select results_eq(
-  format($$select kind, reason, (details ->> 'charged')::integer, details ->> 'enforcement', (details ->> 'refused')::boolean
+  format($$select kind, reason, refusal_count, (details ->> 'charged')::integer, details ->> 'enforcement', (details ->> 'refused')::boolean
            from public.ai_token_alerts where organization_id = %L and kind = 'refused' order by id$$, :'org_a'),
-  $$values ('refused'::text, 'insufficient_tokens'::text, 1, 'monitor'::text, false), ('refused', 'insufficient_tokens', 0, 'monitor', false)$$,
-  'monitor: each would-be refusal is recorded with what was charged');
+  $$values ('refused'::text, 'insufficient_tokens'::text, 2, 0, 'monitor'::text, false)$$,
+  'monitor: the would-be refusals are counted in one row, with what the latest charged');
 
 -- Monitor on a plan without the feature: it goes through (and is recorded).
 select tests.authenticate_as_service_role();

@@ -104,11 +104,10 @@ select results_eq(
   $$values (17, 0)$$,
   'refresh_due_tokens expires grants nobody touched');
 
--- The balance cannot overflow.
-select from public.grant_tokens(:'org_a', 'general', 1000000000);
-select from public.grant_tokens(:'org_a', 'general', 1000000000);
-select is(tests.refusal(format($$select public.grant_tokens(%L, 'general', 1000000000)$$, :'org_a')) -> 'detail' ->> 'reason',
-  'invalid_amount', 'a grant that would overflow the balance is refused (400 invalid_amount)');
+-- The balance cannot pass its ceiling (ai_tokens_internal.balance_ceiling(), 10^9).
+select from public.grant_tokens(:'org_a', 'general', 999999950);
+select is(tests.refusal(format($$select public.grant_tokens(%L, 'general', 1)$$, :'org_a')) -> 'detail' ->> 'reason',
+  'invalid_amount', 'a grant that would pass the balance ceiling is refused (400 invalid_amount)');
 
 -- An organization without token rows gets one, opened with its plan's allocation.
 select from public.grant_tokens(:'org_new', 'forecast', 40);
@@ -119,7 +118,7 @@ select results_eq(
 
 -- Who reads grants.
 select tests.authenticate_as(:'owner_a');
-select is((select count(*) from public.ai_token_grants), 5::bigint, 'owners read their organization''s grants');
+select is((select count(*) from public.ai_token_grants), 4::bigint, 'owners read their organization''s grants');
 select tests.authenticate_as(:'member_a');
 select is_empty('select 1 from public.ai_token_grants', 'plain members do not read grants');
 select tests.clear_authentication();

@@ -166,9 +166,9 @@ select tests.clear_authentication();
 select is((select count(*) from public.ai_token_reservations where organization_id = :'org_a' and estimate = 100), 0::bigint,
   'the refused hold was not created');
 select results_eq(
-  format($$select kind, reason, details ->> 'estimate', details ->> 'refused' from public.ai_token_alerts where organization_id = %L order by id$$, :'org_a'),
-  $$values ('refused'::text, 'insufficient_tokens'::text, null::text, 'true'::text), ('refused', 'insufficient_tokens', '100', 'true')$$,
-  'both refusals (the deduction and the hold) are recorded as alerts');
+  format($$select kind, reason, refusal_count, details ->> 'estimate', details ->> 'refused' from public.ai_token_alerts where organization_id = %L order by id$$, :'org_a'),
+  $$values ('refused'::text, 'insufficient_tokens'::text, 2, '100'::text, 'true'::text)$$,
+  'both refusals (the deduction and the hold) are counted in one alert, with the latest details');
 
 -- Bad input.
 select tests.authenticate_as(:'member_a');

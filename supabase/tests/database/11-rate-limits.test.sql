@@ -162,7 +162,7 @@ select public.deduct_tokens('ask_assistant') as monitored \gset
 select is((:'monitored'::jsonb) ->> 'tokens_deducted', '1', 'monitor mode: the rate-limited call is charged and succeeds');
 select is((:'monitored'::jsonb) -> 'would_have_refused' ->> 'reason', 'rate_limited', 'and says it would have been refused');
 select tests.clear_authentication();
-select is((select details ->> 'refused' from public.ai_token_alerts where organization_id = :'org_a' order by id desc limit 1), 'false',
+select is((select details ->> 'refused' from public.ai_token_alerts where organization_id = :'org_a' and reason = 'rate_limited' order by last_refused_at desc limit 1), 'false',
   'the would-be refusal is recorded (refused: false)');
 
 select * from finish();

@@ -4,7 +4,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(15);
+select plan(16);
 
 -- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
@@ -52,17 +52,31 @@ select results_eq(
   $$values ('balance_exhausted'::text, 0)$$,
   'spending the last token records balance_exhausted');
 
--- A refused deduction is recorded every time, with its reason.
+-- A refused deduction is counted every time, with its reason, in one row per user,
+-- reason and hour: 50 refusals are one row with refusal_count 50.
+select tests.authenticate_as_service_role();
+select from public.set_rate_limit(1000, 60, :'org_a');
 select tests.authenticate_as(:'member_a');
-select from public.deduct_tokens('generate_goal');
+select from generate_series(1, 50) i cross join lateral public.deduct_tokens('generate_goal', null, 'refused-' || i);
+select from set_config('response.status', '', true);
+select tests.clear_authentication();
+select results_eq(
+  format($$select reason, user_id::text, refusal_count, bucket = date_trunc('hour', now()),
+                  details ->> 'user_id', (details ->> 'http_status')::integer, (details ->> 'required')::integer
+           from public.ai_token_alerts where organization_id = %L and kind = 'refused' order by id$$, :'org_a'),
+  format($$values ('insufficient_tokens'::text, %L::text, 50, true, %L::text, 402, 3)$$, :'member_a', :'member_a'),
+  'refused deductions are counted in one row per user, reason and hour, with its reason, user and numbers');
+-- The next hour starts a new row (the first bucket moved an hour back stands for it).
+update public.ai_token_alerts set bucket = bucket - interval '1 hour'
+where organization_id = :'org_a' and kind = 'refused';
+select tests.authenticate_as(:'member_a');
 select from public.deduct_tokens('generate_goal');
 select from set_config('response.status', '', true);
 select tests.clear_authentication();
 select results_eq(
-  format($$select reason, details ->> 'user_id', (details ->> 'http_status')::integer, (details ->> 'required')::integer
-           from public.ai_token_alerts where organization_id = %L and kind = 'refused' order by id$$, :'org_a'),
-  format($$values ('insufficient_tokens'::text, %L::text, 402, 3), ('insufficient_tokens', %L, 402, 3)$$, :'member_a', :'member_a'),
-  'each refused deduction is recorded with its reason, user and numbers');
+  format($$select refusal_count from public.ai_token_alerts where organization_id = %L and kind = 'refused' order by id$$, :'org_a'),
+  $$values (50), (1)$$,
+  'a refusal in a new hour opens a new bucket; the old one keeps its count');
 
 -- A new period: the lines can be crossed again.
 update public.ai_tokens set refresh_date = now() - interval '1 day' where organization_id = :'org_a' and token_type = 'goal_generation';

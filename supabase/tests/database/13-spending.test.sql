@@ -57,7 +57,7 @@ language sql security definer set search_path = '' as $$
   select jsonb_build_object(
     'usage_rows', (select count(*) from public.ai_token_usage_log l where l.organization_id = tests.id(organization)),
     'ledger_rows', (select count(*) from public.ai_token_ledger l where l.organization_id = tests.id(organization)),
-    'refused_alerts', (select count(*) from public.ai_token_alerts a
+    'refused_alerts', (select coalesce(sum(a.refusal_count), 0) from public.ai_token_alerts a
                        where a.organization_id = tests.id(organization) and a.kind = 'refused'),
     'other_alerts', (select count(*) from public.ai_token_alerts a
                      where a.organization_id = tests.id(organization) and a.kind <> 'refused'))
@@ -81,7 +81,7 @@ language sql security definer set search_path = '' as $$
   select jsonb_build_object('kind', a.kind, 'reason', a.reason, 'token_type', a.token_type, 'details', a.details)
   from public.ai_token_alerts a
   where a.organization_id = tests.id(organization) and a.kind = 'refused'
-  order by a.id desc limit 1
+  order by a.last_refused_at desc, a.id desc limit 1
 $$;
 
 -- ----------------------------------------------------------------- fixtures
