@@ -29,18 +29,27 @@ set check_function_bodies = off;
 -- role column when the table has one, else 'member'.
 do $seam$
 begin
-  if to_regprocedure('ai_tokens_internal.memberships()') is null then
-    create function ai_tokens_internal.memberships()
+  -- Absent, or still the SQL body of the first release (md5 of its text), which is
+  -- planned on every call: this PL/pgSQL one keeps its plan for the session, and every
+  -- spend calls it. A seam you replaced is never touched.
+  if to_regprocedure('ai_tokens_internal.memberships()') is null
+     or exists (select 1 from pg_catalog.pg_proc p join pg_catalog.pg_language l on l.oid = p.prolang
+                where p.oid = to_regprocedure('ai_tokens_internal.memberships()') and l.lanname = 'sql'
+                  and md5(p.prosrc) = '09af727f779094e41d3a4c4c7d7bd17e') then
+    create or replace function ai_tokens_internal.memberships()
     returns table (organization_id uuid, role text)
-    language sql
+    language plpgsql
     stable
     security definer
     set search_path = ''
     as $$
+    begin
+      return query
       select p.organization_id, coalesce(to_jsonb(p) ->> 'role', 'member')
       from public.user_profiles p
       where p.id = (select auth.uid())
-        and p.organization_id is not null
+        and p.organization_id is not null;
+    end
     $$;
   end if;
 end
@@ -51,15 +60,20 @@ grant execute on function ai_tokens_internal.memberships() to authenticated, ser
 -- Does the host have this organization?
 do $seam$
 begin
-  if to_regprocedure('ai_tokens_internal.organization_exists(uuid)') is null then
-    create function ai_tokens_internal.organization_exists(organization_id uuid)
+  if to_regprocedure('ai_tokens_internal.organization_exists(uuid)') is null
+     or exists (select 1 from pg_catalog.pg_proc p join pg_catalog.pg_language l on l.oid = p.prolang
+                where p.oid = to_regprocedure('ai_tokens_internal.organization_exists(uuid)') and l.lanname = 'sql'
+                  and md5(p.prosrc) = '900e70c9c9755c6da5d1792eb2ddde5f') then
+    create or replace function ai_tokens_internal.organization_exists(organization_id uuid)
     returns boolean
-    language sql
+    language plpgsql
     stable
     security definer
     set search_path = ''
     as $$
-      select exists (select 1 from public.organizations o where o.id = organization_exists.organization_id)
+    begin
+      return exists (select 1 from public.organizations o where o.id = organization_exists.organization_id);
+    end
     $$;
   end if;
 end
@@ -71,15 +85,20 @@ grant execute on function ai_tokens_internal.organization_exists(uuid) to servic
 -- the organization does not exist. The name is looked up in public.ai_plans.
 do $seam$
 begin
-  if to_regprocedure('ai_tokens_internal.organization_plan(uuid)') is null then
-    create function ai_tokens_internal.organization_plan(organization_id uuid)
+  if to_regprocedure('ai_tokens_internal.organization_plan(uuid)') is null
+     or exists (select 1 from pg_catalog.pg_proc p join pg_catalog.pg_language l on l.oid = p.prolang
+                where p.oid = to_regprocedure('ai_tokens_internal.organization_plan(uuid)') and l.lanname = 'sql'
+                  and md5(p.prosrc) = '55f29ac08b0c534fe58eacfb915d160a') then
+    create or replace function ai_tokens_internal.organization_plan(organization_id uuid)
     returns text
-    language sql
+    language plpgsql
     stable
     security definer
     set search_path = ''
     as $$
-      select o.plan::text from public.organizations o where o.id = organization_plan.organization_id
+    begin
+      return (select o.plan::text from public.organizations o where o.id = organization_plan.organization_id);
+    end
     $$;
   end if;
 end

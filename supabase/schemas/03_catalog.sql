@@ -171,36 +171,3 @@ as $$
 $$;
 revoke all on function ai_tokens_internal.plan_allocation(text, text) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.plan_allocation(text, text) to service_role;
-
--- The feature's price and whether the organization's plan offers it. Refuses a missing
--- (400) or unknown (404) feature; leaves "not in plan" to the caller
--- (not_in_plan_refusal tells an unknown plan apart, off the hot path).
-create or replace function ai_tokens_internal.look_up_feature(feature text, organization_id uuid)
-returns table (token_type text, cost integer, plan text, in_plan boolean)
-language plpgsql
-stable
-set search_path = ''
-as $$
-declare
-  found_type text;
-  found_cost integer;
-  organization_plan text;
-begin
-  if look_up_feature.feature is null or length(btrim(look_up_feature.feature)) = 0 then
-    perform ai_tokens_internal.refuse(400, 'invalid_request', 'feature is required',
-      jsonb_build_object('field', 'feature'));
-  end if;
-  select f.token_type, f.cost into found_type, found_cost
-  from public.ai_features f where f.feature = look_up_feature.feature;
-  if found_type is null then
-    perform ai_tokens_internal.refuse(404, 'unknown_feature', 'Unknown feature',
-      jsonb_build_object('feature', left(look_up_feature.feature, 100)));
-  end if;
-  organization_plan := ai_tokens_internal.organization_plan(look_up_feature.organization_id);
-  return query select found_type, found_cost, organization_plan,
-    exists (select 1 from public.ai_plan_allocations a
-            where a.plan = organization_plan and a.token_type = found_type);
-end
-$$;
-revoke all on function ai_tokens_internal.look_up_feature(text, uuid) from public, anon, authenticated;
-grant execute on function ai_tokens_internal.look_up_feature(text, uuid) to service_role;

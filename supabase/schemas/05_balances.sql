@@ -20,20 +20,26 @@ create table if not exists public.ai_tokens (
   period_started_at timestamptz not null default now(),
   debt bigint not null default 0 constraint ai_tokens_debt_not_negative check (debt >= 0),
   period_peak_allocation integer not null default 0,
+  settle_after timestamptz not null default 'infinity',
   constraint ai_tokens_organization_token_type_key unique (organization_id, token_type),
   constraint ai_tokens_purchased_within_balance check (purchased_balance >= 0 and purchased_balance <= balance),
   constraint ai_tokens_reserved_not_negative check (reserved >= 0),
   -- ai_tokens_internal.balance_ceiling(): the most tokens a row may hold.
   constraint ai_tokens_balance_within_ceiling check (balance <= 1000000000)
 );
+-- Added after the first release: existing rows start at -infinity (due, so the next
+-- spend settles them and sets it) until 07_settlement.sql computes it.
+alter table public.ai_tokens add column if not exists settle_after timestamptz not null default '-infinity';
+alter table public.ai_tokens alter column settle_after set default 'infinity';
 comment on table public.ai_tokens is 'One row per organization and token type. balance never goes below zero (constraint), and only the token functions change it. organization_id names an organization of the host app (see the organization_exists seam).';
 comment on column public.ai_tokens.purchased_balance is 'The part of balance that came from grants (top-ups); it survives the monthly refresh and is spent after the period allowance.';
 comment on column public.ai_tokens.reserved is 'Tokens held by active reservations: available = balance - reserved.';
 comment on column public.ai_tokens.debt is 'Tokens used beyond what was available (a reservation committed above its estimate when the balance could not cover it): taken from the next period''s allowance at the refresh.';
 comment on column public.ai_tokens.period_started_at is 'Start of the current allocation period (the last refresh boundary).';
+comment on column public.ai_tokens.settle_after is 'No later than the first moment lazy maintenance is due (the refresh date, the earliest expiry of an active hold or of a grant with tokens left): spending takes its one-statement path while now() is before it. Kept by settle_tokens and by triggers on ai_tokens, ai_token_grants and ai_token_reservations; verify_token_ledger reports a row where it is late.';
 comment on column public.ai_tokens.period_peak_allocation is 'The highest total_allocated reached in the current period (kept by a trigger): an upgrade adds only the allocation above it, so plan cycling never re-grants an allowance.';
 create index if not exists ai_tokens_token_type_idx on public.ai_tokens (token_type);
-create index if not exists idx_ai_tokens_refresh on public.ai_tokens (refresh_date) where refresh_date is not null;
+create index if not exists ai_tokens_settle_after_idx on public.ai_tokens (settle_after) where settle_after < 'infinity';
 
 revoke all on public.ai_tokens from anon, authenticated;
 grant select on public.ai_tokens to authenticated;
@@ -49,7 +55,10 @@ create policy "Service role manages token balances"
   on public.ai_tokens for all to service_role using (true) with check (true);
 
 -- Keep period_peak_allocation: the highest allocation of the current period, starting
--- again from total_allocated when a new period starts (refresh, initialize_tokens).
+-- again from total_allocated when a new period starts (refresh, initialize_tokens); and
+-- keep settle_after no later than refresh_date, whoever writes it (a refresh moved by
+-- hand in the SQL editor is due at once). Spending changes none of these columns, so
+-- the update trigger's condition keeps it off the spending path.
 create or replace function ai_tokens_internal.track_period_peak()
 returns trigger
 language plpgsql
@@ -61,14 +70,23 @@ begin
   else
     new.period_peak_allocation := greatest(old.period_peak_allocation, new.total_allocated);
   end if;
+  new.settle_after := least(coalesce(new.settle_after, 'infinity'), coalesce(new.refresh_date, 'infinity'));
   return new;
 end
 $$;
 revoke all on function ai_tokens_internal.track_period_peak() from public, anon, authenticated;
 
 create or replace trigger ai_tokens_track_period_peak
-  before insert or update on public.ai_tokens
+  before insert on public.ai_tokens
   for each row execute function ai_tokens_internal.track_period_peak();
+create or replace trigger ai_tokens_track_period_change
+  before update on public.ai_tokens
+  for each row
+  when (new.total_allocated is distinct from old.total_allocated
+        or new.period_started_at is distinct from old.period_started_at
+        or new.refresh_date is distinct from old.refresh_date
+        or new.settle_after is distinct from old.settle_after)
+  execute function ai_tokens_internal.track_period_peak();
 
 -- The organization's row for a token type, locked and brought up to date (settled, see
 -- 07_settlement.sql). Missing, it is created first: the plan's allocation, for the

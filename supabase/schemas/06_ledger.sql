@@ -61,7 +61,8 @@ $$;
 
 -- Journal one change of ai_tokens.balance, named by journal_as() or an 'adjustment'.
 -- A spending decrease that crosses an alert line records the alert here, in the
--- transaction that crosses it; the unique index keeps it once per period.
+-- transaction that crosses it; the unique index keeps it once per period. The lines
+-- are tested in plain code first: a spend that crosses none inserts nothing more.
 create or replace function ai_tokens_internal.journal_token_balance()
 returns trigger
 language plpgsql
@@ -69,10 +70,16 @@ security definer
 set search_path = ''
 as $$
 declare
-  change jsonb := nullif(current_setting('tokens.change', true), '')::jsonb;
-  change_kind text := coalesce(change ->> 'kind', 'adjustment');
+  named text := current_setting('tokens.change', true);
+  change jsonb;
+  change_kind text := 'adjustment';
   ledger_id bigint;
+  crossed text[];
 begin
+  if named <> '' then
+    change := named::jsonb;
+    change_kind := coalesce(change ->> 'kind', 'adjustment');
+  end if;
   if tg_op = 'DELETE' then
     -- A row deleted by hand leaves its journal at zero.
     insert into public.ai_token_ledger (organization_id, token_type, kind, delta, balance_after, reason, actor)
@@ -91,26 +98,28 @@ begin
      change ->> 'external_id', change ->> 'reason', (select auth.uid()))
   returning id into ledger_id;
 
-  if tg_op = 'UPDATE' and new.balance < old.balance then
+  if tg_op = 'UPDATE' and new.balance < old.balance and new.total_allocated > 0 then
+    if (new.balance - new.purchased_balance)::bigint * 5 < new.total_allocated
+       and not (old.total_allocated > 0 and (old.balance - old.purchased_balance)::bigint * 5 < old.total_allocated) then
+      crossed := crossed || 'usage_80_percent'::text;
+    end if;
+    if new.balance::bigint * 5 < new.total_allocated
+       and not (old.total_allocated > 0 and old.balance::bigint * 5 < old.total_allocated) then
+      crossed := crossed || 'balance_below_20_percent'::text;
+    end if;
+  end if;
+  if tg_op = 'UPDATE' and new.balance = 0 and old.balance > 0 then
+    crossed := crossed || 'balance_exhausted'::text;
+  end if;
+  if crossed is not null then
     insert into public.ai_token_alerts (organization_id, token_type, kind, reason, period, details)
-    select new.organization_id, new.token_type, crossed.kind, change_kind, new.period_started_at,
+    select new.organization_id, new.token_type, k.kind, change_kind, new.period_started_at,
            jsonb_build_object('balance', new.balance, 'allocated', new.total_allocated,
                               'purchased_balance', new.purchased_balance,
                               'used', greatest(new.total_allocated - (new.balance - new.purchased_balance), 0),
                               'ledger_id', ledger_id)
-    from (values
-      ('usage_80_percent',
-        new.total_allocated > 0
-        and (new.balance - new.purchased_balance)::bigint * 5 < new.total_allocated
-        and not (old.total_allocated > 0
-                 and (old.balance - old.purchased_balance)::bigint * 5 < old.total_allocated)),
-      ('balance_below_20_percent',
-        new.total_allocated > 0
-        and new.balance::bigint * 5 < new.total_allocated
-        and not (old.total_allocated > 0 and old.balance::bigint * 5 < old.total_allocated)),
-      ('balance_exhausted', new.balance = 0 and old.balance > 0)
-    ) as crossed (kind, happened)
-    where crossed.happened
+    from unnest(crossed) with ordinality as k (kind, n)
+    order by k.n
     on conflict (organization_id, token_type, kind, period) where kind <> 'refused' do nothing;
   end if;
   return null;
@@ -136,7 +145,8 @@ create or replace trigger ai_tokens_journal_delete
 -- type): balance = sum of the journal; each journal row's balance_after = running sum;
 -- purchased_balance = sum of grants' remaining; reserved = sum of active holds; and per
 -- usage-log row: its journal rows charge exactly tokens_deducted (and refund it once
--- when refunded). Usage rows older than the first journal row of their type predate
+-- when refunded); settle_after no later than what is due first; the daily usage rollup
+-- equal to the log. Usage rows older than the first journal row of their type predate
 -- the ledger and are not checked. Service role only.
 create or replace function public.verify_token_ledger(organization_id uuid default null)
 returns setof public.ai_token_ledger_violation
@@ -235,7 +245,39 @@ begin
   from public.ai_token_usage_log u
   where u.refunded_at is not null
     and (verify_token_ledger.organization_id is null or u.organization_id = verify_token_ledger.organization_id)
-    and not exists (select 1 from journal j where j.kind = 'refund' and j.usage_id = u.id);
+    and not exists (select 1 from journal j where j.kind = 'refund' and j.usage_id = u.id)
+
+  union all
+  select t.organization_id, t.token_type, 'settle_after_late'::text, 0::bigint, 0::bigint,
+         jsonb_build_object('settle_after', t.settle_after, 'due', n.due,
+                            'message', 'settle_after is later than the first moment maintenance is due')
+  from tokens t
+  cross join lateral (select ai_tokens_internal.next_settlement(t.organization_id, t.token_type, t.refresh_date) as due) n
+  where t.settle_after > n.due
+
+  union all
+  select coalesce(l.organization_id, d.organization_id), null::text, 'usage_rollup_mismatch'::text,
+         coalesce(l.tokens, 0), coalesce(d.tokens, 0),
+         jsonb_build_object('day', coalesce(l.day, d.day), 'user_id', coalesce(l.user_id, d.user_id),
+                            'feature', coalesce(l.feature, d.feature), 'uses', coalesce(l.uses, 0),
+                            'rolled_up_uses', coalesce(d.uses, 0),
+                            'message', 'ai_token_usage_daily differs from the usage log')
+  from (
+    select u.organization_id, (u.created_at at time zone 'UTC')::date as day, u.user_id,
+           coalesce(u.user_id, '00000000-0000-0000-0000-000000000000'::uuid) as user_key, u.feature_used as feature,
+           count(*)::bigint as uses, sum(u.tokens_deducted)::bigint as tokens
+    from public.ai_token_usage_log u
+    where verify_token_ledger.organization_id is null or u.organization_id = verify_token_ledger.organization_id
+    group by 1, 2, 3, 4, 5
+  ) l
+  full join (
+    select r.organization_id, r.day, r.user_id,
+           coalesce(r.user_id, '00000000-0000-0000-0000-000000000000'::uuid) as user_key, r.feature, r.uses, r.tokens
+    from public.ai_token_usage_daily r
+    where (verify_token_ledger.organization_id is null or r.organization_id = verify_token_ledger.organization_id)
+      and (r.uses <> 0 or r.tokens <> 0)
+  ) d on d.organization_id = l.organization_id and d.day = l.day and d.user_key = l.user_key and d.feature = l.feature
+  where l.organization_id is null or d.organization_id is null or l.uses <> d.uses or l.tokens <> d.tokens;
 end
 $$;
 revoke all on function public.verify_token_ledger(uuid) from public, anon, authenticated;

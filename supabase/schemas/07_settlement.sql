@@ -51,28 +51,50 @@ $$;
 revoke all on function ai_tokens_internal.next_refresh(timestamptz) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.next_refresh(timestamptz) to service_role;
 
--- Is lazy maintenance due for this row: refresh date passed, a grant expired with
--- tokens left, or an active hold past its expiry?
-create or replace function ai_tokens_internal.settlement_due(organization_id uuid, token_type text, refresh_date timestamptz)
-returns boolean
-language sql
+-- The first moment lazy maintenance is due for a row: its refresh date, the earliest
+-- expiry of an active hold, or of a grant with tokens left ('infinity' when nothing ever
+-- is). settle_tokens stores it in ai_tokens.settle_after; verify_token_ledger checks it.
+create or replace function ai_tokens_internal.next_settlement(organization_id uuid, token_type text, refresh_date timestamptz)
+returns timestamptz
+language plpgsql
 stable
 set search_path = ''
 as $$
-  select coalesce(settlement_due.refresh_date <= now(), false)
-      or exists (
-        select 1 from public.ai_token_reservations r
-        where r.organization_id = settlement_due.organization_id
-          and r.token_type = settlement_due.token_type
-          and r.status = 'active' and r.expires_at <= now())
-      or exists (
-        select 1 from public.ai_token_grants g
-        where g.organization_id = settlement_due.organization_id
-          and g.token_type = settlement_due.token_type
-          and g.remaining > 0 and g.expires_at <= now())
+begin
+  return least(
+    coalesce(next_settlement.refresh_date, 'infinity'),
+    coalesce((select min(r.expires_at) from public.ai_token_reservations r
+              where r.organization_id = next_settlement.organization_id
+                and r.token_type = next_settlement.token_type and r.status = 'active'), 'infinity'),
+    coalesce((select min(g.expires_at) from public.ai_token_grants g
+              where g.organization_id = next_settlement.organization_id
+                and g.token_type = next_settlement.token_type and g.remaining > 0), 'infinity'));
+end
 $$;
-revoke all on function ai_tokens_internal.settlement_due(uuid, text, timestamptz) from public, anon, authenticated;
-grant execute on function ai_tokens_internal.settlement_due(uuid, text, timestamptz) to service_role;
+revoke all on function ai_tokens_internal.next_settlement(uuid, text, timestamptz) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.next_settlement(uuid, text, timestamptz) to service_role;
+
+-- Rows from before settle_after existed (05_balances.sql added them at -infinity).
+update public.ai_tokens t
+set settle_after = ai_tokens_internal.next_settlement(t.organization_id, t.token_type, t.refresh_date)
+where t.settle_after = '-infinity';
+
+-- Bring settle_after forward to `due` (a hold or a grant that expires then): the
+-- triggers of ai_token_reservations and ai_token_grants call it for every writer, so
+-- an expiry set by hand is noticed too.
+create or replace function ai_tokens_internal.settle_by()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  update public.ai_tokens t set settle_after = new.expires_at
+  where t.organization_id = new.organization_id and t.token_type = new.token_type
+    and t.settle_after > new.expires_at;
+  return null;
+end
+$$;
+revoke all on function ai_tokens_internal.settle_by() from public, anon, authenticated;
 
 -- Lock an (organization, token type) row and bring it up to date: expired holds stop
 -- counting, expired grants lose what is left (journaled 'expiry', one row per grant),
@@ -92,12 +114,16 @@ declare
   expired record;
   allocation integer;
   boundary record;
+  next_due timestamptz;
 begin
   select * into account from public.ai_tokens t
   where t.organization_id = settle_tokens.organization_id and t.token_type = settle_tokens.token_type
   for update;
   if not found then
     return null;
+  end if;
+  if account.settle_after > now() then
+    return account;  -- nothing is due before settle_after
   end if;
 
   with swept_holds as (
@@ -151,6 +177,12 @@ begin
     returning * into account;
     perform ai_tokens_internal.journal_as(null);
   end if;
+
+  next_due := ai_tokens_internal.next_settlement(account.organization_id, account.token_type, account.refresh_date);
+  if next_due is distinct from account.settle_after then
+    update public.ai_tokens t set settle_after = next_due where t.id = account.id
+    returning * into account;
+  end if;
   return account;
 end
 $$;
@@ -175,6 +207,9 @@ declare
 begin
   if settled.id is null then
     return null;
+  end if;
+  if settled.settle_after > now() then
+    return settled;  -- nothing is due yet
   end if;
   select coalesce(sum(r.held), 0) into expired_holds
   from public.ai_token_reservations r
@@ -214,9 +249,7 @@ volatile
 set search_path = ''
 as $$
 begin
-  if settled_tokens.account.id is null
-     or not ai_tokens_internal.settlement_due(settled_tokens.account.organization_id, settled_tokens.account.token_type,
-                                   settled_tokens.account.refresh_date) then
+  if settled_tokens.account.id is null or settled_tokens.account.settle_after > now() then
     return settled_tokens.account;
   end if;
   if current_setting('transaction_read_only') = 'on' then
@@ -251,7 +284,7 @@ begin
   for due in
     select t.organization_id, t.token_type, t.refresh_date
     from public.ai_tokens t
-    where ai_tokens_internal.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+    where t.settle_after <= now()
     order by t.organization_id, t.token_type
   loop
     begin
@@ -264,6 +297,8 @@ begin
       failed := failed + 1;
     end;
   end loop;
+  -- Rate-limit windows that ended a day ago or more (the longest window is a day).
+  delete from public.ai_rate_limit_windows w where w.window_started_at < now() - interval '2 days';
   return jsonb_build_object('settled', settled, 'failed', failed);
 end
 $$;

@@ -38,6 +38,18 @@ drop policy if exists "Service role manages grants" on public.ai_token_grants;
 create policy "Service role manages grants"
   on public.ai_token_grants for all to service_role using (true) with check (true);
 
+-- A grant with an expiry brings its row's settle_after forward (07_settlement.sql).
+create or replace trigger ai_token_grants_settle_by_insert
+  after insert on public.ai_token_grants
+  for each row when (new.expires_at is not null and new.remaining > 0)
+  execute function ai_tokens_internal.settle_by();
+create or replace trigger ai_token_grants_settle_by_update
+  after update on public.ai_token_grants
+  for each row
+  when (new.expires_at is not null and new.remaining > 0
+        and (new.expires_at is distinct from old.expires_at or old.remaining = 0))
+  execute function ai_tokens_internal.settle_by();
+
 -- Spend purchased tokens from the grants, earliest expiry first (then oldest), until
 -- their remaining amounts add up to target_purchased, the row's new purchased_balance.
 -- Called with the ai_tokens row locked, after the usage row exists.

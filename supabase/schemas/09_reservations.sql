@@ -51,6 +51,18 @@ drop policy if exists "Service role manages reservations" on public.ai_token_res
 create policy "Service role manages reservations"
   on public.ai_token_reservations for all to service_role using (true) with check (true);
 
+-- An active hold brings its row's settle_after forward to its expiry (07_settlement.sql).
+create or replace trigger ai_token_reservations_settle_by_insert
+  after insert on public.ai_token_reservations
+  for each row when (new.status = 'active')
+  execute function ai_tokens_internal.settle_by();
+create or replace trigger ai_token_reservations_settle_by_update
+  after update on public.ai_token_reservations
+  for each row
+  when (new.status = 'active'
+        and (new.expires_at is distinct from old.expires_at or old.status <> 'active'))
+  execute function ai_tokens_internal.settle_by();
+
 -- The client's view of a reservation.
 create or replace function ai_tokens_internal.reservation_json(hold public.ai_token_reservations)
 returns jsonb
@@ -86,9 +98,9 @@ security definer
 set search_path = ''
 as $$
 declare
-  caller uuid := (select auth.uid());
+  spend record;
+  caller uuid;
   target_organization uuid;
-  price record;
   mode text;
   previous public.ai_token_reservations;
   hold public.ai_token_reservations;
@@ -107,8 +119,11 @@ begin
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'ttl_seconds must be between 1 and 3600',
       jsonb_build_object('field', 'ttl_seconds', 'min', 1, 'max', 3600));
   end if;
-  select o.resolved_organization_id, o.enforcement into target_organization, mode
-  from ai_tokens_internal.open_spend(reserve_tokens.feature, reserve_tokens.organization_id, reserve_tokens.request_id) o;
+  spend := ai_tokens_internal.spend_context(reserve_tokens.feature, reserve_tokens.organization_id,
+                                           reserve_tokens.request_id, true);
+  caller := spend.caller_id;
+  target_organization := spend.org_id;
+  mode := spend.enforcement;
 
   -- A retry is answered before pricing, like deduct_tokens: the hold exists, so a plan
   -- change or a catalog edit since then must not turn its replay into a refusal.
@@ -134,35 +149,43 @@ begin
     end if;
   end if;
 
-  select * into price from ai_tokens_internal.look_up_feature(reserve_tokens.feature, target_organization);
+  if spend.price_type is null then
+    perform ai_tokens_internal.refuse(404, 'unknown_feature', 'Unknown feature',
+      jsonb_build_object('feature', left(reserve_tokens.feature, 100)));
+  end if;
 
   context := jsonb_build_object('feature', reserve_tokens.feature, 'user_id', caller,
                                 'request_id', reserve_tokens.request_id, 'estimate', reserve_tokens.estimate);
   held_amount := 0;
   if mode <> 'off' then
-    refused := ai_tokens_internal.policy_refusal(caller, target_organization, reserve_tokens.feature,
-                                      price.plan, price.in_plan, price.token_type);
+    refused := ai_tokens_internal.policy_refusal(caller, target_organization, reserve_tokens.feature, spend.org_plan,
+                                                 spend.offered, spend.price_type, spend.rule_id, spend.rule_max,
+                                                 spend.rule_window);
     if refused is not null and mode = 'enforce' then
-      return ai_tokens_internal.refusal_response(refused, target_organization, price.token_type, context);
+      return ai_tokens_internal.refusal_response(refused, target_organization, spend.price_type, context);
     end if;
 
     update public.ai_tokens t
     set reserved = t.reserved + reserve_tokens.estimate, updated_at = now()
     where t.organization_id = target_organization
-      and t.token_type = price.token_type
+      and t.token_type = spend.price_type
       and t.balance - t.reserved >= reserve_tokens.estimate
-      and not ai_tokens_internal.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+      and t.settle_after > now()
     returning t.balance - t.reserved into available;
     if available is not null then
       held_amount := reserve_tokens.estimate;
     else
-      account := ai_tokens_internal.open_account(target_organization, price.token_type);
+      account := ai_tokens_internal.open_account(target_organization, spend.price_type);
       held_amount := ai_tokens_internal.obtainable(account, reserve_tokens.estimate, mode);
       if held_amount < reserve_tokens.estimate then
         insufficient := ai_tokens_internal.insufficient_refusal(reserve_tokens.feature, reserve_tokens.estimate,
-                                                     price.token_type, account);
+                                                     spend.price_type, account);
         if mode = 'enforce' then
-          return ai_tokens_internal.refusal_response(insufficient, target_organization, price.token_type, context);
+          -- Nothing is held: the rate-limit window gets its spend back.
+          if spend.rule_id is not null and refused is null then
+            perform ai_tokens_internal.give_back_rate_slot(caller, target_organization, spend.rule_id);
+          end if;
+          return ai_tokens_internal.refusal_response(insufficient, target_organization, spend.price_type, context);
         end if;
         refused := coalesce(refused, insufficient);
       end if;
@@ -178,18 +201,18 @@ begin
   insert into public.ai_token_reservations
     (organization_id, token_type, feature, user_id, estimate, held, enforcement, request_id, expires_at)
   values
-    (target_organization, price.token_type, reserve_tokens.feature, caller, reserve_tokens.estimate, held_amount,
+    (target_organization, spend.price_type, reserve_tokens.feature, caller, reserve_tokens.estimate, held_amount,
      mode, reserve_tokens.request_id, now() + make_interval(secs => reserve_tokens.ttl_seconds))
   returning * into hold;
   if refused is not null then
-    perform ai_tokens_internal.record_refusal(refused, target_organization, price.token_type, mode,
+    perform ai_tokens_internal.record_refusal(refused, target_organization, spend.price_type, mode,
       context || jsonb_build_object('reservation_id', hold.id, 'held', held_amount));
   end if;
 
   if available is null then
     -- off mode checked nothing: report what is available all the same.
     select greatest(t.balance - t.reserved, 0) into available from public.ai_tokens t
-    where t.organization_id = target_organization and t.token_type = price.token_type;
+    where t.organization_id = target_organization and t.token_type = spend.price_type;
   end if;
   return ai_tokens_internal.reservation_json(hold)
     || jsonb_build_object('replayed', false, 'available', coalesce(available, 0),
@@ -212,24 +235,26 @@ as $$
 declare
   hold public.ai_token_reservations;
   caller_role text;
+  service boolean := ai_tokens_internal.is_service_role();
+  caller uuid := (select auth.uid());
 begin
   if reservation_for_settlement.reservation_id is null then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'reservation_id is required',
       jsonb_build_object('field', 'reservation_id'));
   end if;
-  if not ai_tokens_internal.is_service_role() and (select auth.uid()) is null then
+  if not service and caller is null then
     perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
   end if;
   select * into hold from public.ai_token_reservations r where r.id = reservation_for_settlement.reservation_id;
-  if found and not ai_tokens_internal.is_service_role() then
+  if found and not service then
     caller_role := ai_tokens_internal.membership_role(hold.organization_id);
   end if;
-  if not found or (not ai_tokens_internal.is_service_role() and caller_role is null) then
+  if hold.id is null or (not service and caller_role is null) then
     perform ai_tokens_internal.refuse(404, 'reservation_not_found',
       format('Reservation (id=%s) not found', reservation_for_settlement.reservation_id),
       jsonb_build_object('reservation_id', reservation_for_settlement.reservation_id));
   end if;
-  if not ai_tokens_internal.is_service_role() and hold.user_id is distinct from (select auth.uid())
+  if not service and hold.user_id is distinct from caller
      and caller_role not in ('owner', 'admin') then
     perform ai_tokens_internal.refuse(403, 'not_reservation_holder',
       'Only the user who reserved the tokens or an organization admin can settle this reservation',

@@ -24,7 +24,6 @@ comment on table public.ai_token_usage_log is 'One row per successful deduction,
 comment on column public.ai_token_usage_log.quantity is 'Units metered (deduct_tokens quantity): tokens_deducted = cost x quantity when fully charged.';
 comment on column public.ai_token_usage_log.reservation_id is 'The reservation this deduction committed (null for deduct_tokens).';
 create index if not exists idx_ai_token_usage_org_date on public.ai_token_usage_log (organization_id, created_at desc);
-create index if not exists ai_token_usage_log_user_date_idx on public.ai_token_usage_log (user_id, created_at desc);
 -- Refunds by owners and admins in a period (refund_deduction's limit).
 create index if not exists ai_token_usage_log_admin_refunds_idx
   on public.ai_token_usage_log (organization_id, token_type, refunded_at) where refunded_by is not null;
@@ -53,6 +52,112 @@ create policy "Admins view their organization's usage; members view their own"
 drop policy if exists "Service role manages the usage log" on public.ai_token_usage_log;
 create policy "Service role manages the usage log"
   on public.ai_token_usage_log for all to service_role using (true) with check (true);
+
+-- The usage log rolled up per organization, UTC day, user and feature, kept by the
+-- log's own statement triggers whatever writes it (our functions, a bulk load, a hand
+-- edit or delete): get_usage_report reads whole days here and only the first, partial
+-- day from the log, so it costs the same at a thousand rows or a billion.
+create table if not exists public.ai_token_usage_daily (
+  organization_id uuid not null,
+  day date not null,
+  user_id uuid,
+  feature text not null,
+  uses bigint not null,
+  tokens bigint not null,
+  constraint ai_token_usage_daily_key unique nulls not distinct (organization_id, day, user_id, feature)
+);
+comment on table public.ai_token_usage_daily is 'ai_token_usage_log rolled up per organization, UTC day (of created_at), user and feature: uses (rows) and tokens (tokens_deducted). Kept by triggers on the log; verify_token_ledger checks it against the log.';
+
+revoke all on public.ai_token_usage_daily from anon, authenticated;
+grant select on public.ai_token_usage_daily to service_role;
+alter table public.ai_token_usage_daily enable row level security;
+drop policy if exists "Service role reads the usage rollup" on public.ai_token_usage_daily;
+create policy "Service role reads the usage rollup"
+  on public.ai_token_usage_daily for select to service_role using (true);
+
+-- Add a row inserted into the log to the rollup (a row trigger: one spend pays for one
+-- upsert, not for a transition table).
+create or replace function ai_tokens_internal.roll_up_usage_row()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
+  values (new.organization_id, (new.created_at at time zone 'UTC')::date, new.user_id, new.feature_used,
+          1, new.tokens_deducted)
+  on conflict on constraint ai_token_usage_daily_key
+  do update set uses = d.uses + 1, tokens = d.tokens + excluded.tokens;
+  return null;
+end
+$$;
+revoke all on function ai_tokens_internal.roll_up_usage_row() from public, anon, authenticated;
+
+-- Take what a statement updated or deleted in the log into the rollup (a row updated
+-- counts out with its old values and in with its new ones).
+create or replace function ai_tokens_internal.roll_up_usage()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if tg_op = 'DELETE' then
+    insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
+    select r.organization_id, (r.created_at at time zone 'UTC')::date, r.user_id, r.feature_used,
+           -count(*), -sum(r.tokens_deducted)
+    from removed r
+    group by 1, 2, 3, 4
+    on conflict on constraint ai_token_usage_daily_key
+    do update set uses = d.uses + excluded.uses, tokens = d.tokens + excluded.tokens;
+  else
+    insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
+    select c.organization_id, c.day, c.user_id, c.feature, sum(c.uses), sum(c.tokens)
+    from (
+      select a.organization_id, (a.created_at at time zone 'UTC')::date as day, a.user_id,
+             a.feature_used as feature, 1 as uses, a.tokens_deducted::bigint as tokens
+      from added a
+      union all
+      select r.organization_id, (r.created_at at time zone 'UTC')::date, r.user_id, r.feature_used,
+             -1, -r.tokens_deducted::bigint
+      from removed r
+    ) c
+    group by 1, 2, 3, 4
+    having sum(c.uses) <> 0 or sum(c.tokens) <> 0
+    on conflict on constraint ai_token_usage_daily_key
+    do update set uses = d.uses + excluded.uses, tokens = d.tokens + excluded.tokens;
+  end if;
+  return null;
+end
+$$;
+revoke all on function ai_tokens_internal.roll_up_usage() from public, anon, authenticated;
+
+-- The triggers and, on a log from before the rollup, its first filling, in one
+-- transaction with writers of the log held off, so that no row is counted twice or missed.
+do $$
+begin
+  lock table public.ai_token_usage_log in share row exclusive mode;
+  create or replace trigger ai_token_usage_log_roll_up_insert
+    after insert on public.ai_token_usage_log
+    for each row execute function ai_tokens_internal.roll_up_usage_row();
+  create or replace trigger ai_token_usage_log_roll_up_update
+    after update on public.ai_token_usage_log
+    referencing old table as removed new table as added
+    for each statement execute function ai_tokens_internal.roll_up_usage();
+  create or replace trigger ai_token_usage_log_roll_up_delete
+    after delete on public.ai_token_usage_log
+    referencing old table as removed
+    for each statement execute function ai_tokens_internal.roll_up_usage();
+  if not exists (select 1 from public.ai_token_usage_daily) then
+    insert into public.ai_token_usage_daily (organization_id, day, user_id, feature, uses, tokens)
+    select l.organization_id, (l.created_at at time zone 'UTC')::date, l.user_id, l.feature_used,
+           count(*), sum(l.tokens_deducted)
+    from public.ai_token_usage_log l
+    group by 1, 2, 3, 4;
+  end if;
+end
+$$;
 
 -- Which grants a deduction spent, so that a refund gives purchased tokens back to them.
 create table if not exists public.ai_token_grant_usage (

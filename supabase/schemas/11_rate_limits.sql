@@ -1,9 +1,10 @@
 -- tokens-client · 11 rate limits: per-user spending limits as data.
 --
--- At most max_requests deductions/reservations per user in any window_seconds. The
--- most specific row applies: an organization's own row, then feature+plan, feature,
--- plan, and the default (no organization, plan or feature). The service role is never
--- limited.
+-- At most max_requests deductions/reservations per user in each window of
+-- window_seconds (a window starts with the user's first spend after the previous one
+-- ended). The most specific row applies: an organization's own row, then feature+plan,
+-- feature, plan, and the default (no organization, plan or feature); each row counts
+-- the spends it governs. The service role is never limited.
 set check_function_bodies = off;
 
 create table if not exists public.ai_rate_limits (
@@ -15,7 +16,7 @@ create table if not exists public.ai_rate_limits (
   window_seconds integer not null check (window_seconds between 1 and 86400),
   constraint ai_rate_limits_scope_key unique nulls not distinct (organization_id, plan, feature)
 );
-comment on table public.ai_rate_limits is 'Per-user spending limits: at most max_requests deductions/reservations in any window_seconds. The most specific row applies (organization, feature+plan, feature, plan, default). A row with a feature counts only that feature''s spending.';
+comment on table public.ai_rate_limits is 'Per-user spending limits: at most max_requests deductions/reservations in each window of window_seconds, which starts with the user''s first spend after the previous window ended. The most specific row applies (organization, feature+plan, feature, plan, default), and each row counts the spends it governs (a row with a feature: only that feature''s).';
 comment on column public.ai_rate_limits.organization_id is
   'When set, the row applies to this organization only and wins over plan and feature rows (a negotiated limit, or a relaxed one for a batch job).';
 create index if not exists ai_rate_limits_feature_idx on public.ai_rate_limits (feature);
@@ -45,59 +46,75 @@ select * from (values
 where not exists (select 1 from public.ai_rate_limits)
 on conflict do nothing;
 
-create or replace function ai_tokens_internal.check_rate_limit(user_id uuid, organization_id uuid, plan text, feature text)
-returns table (max_requests integer, window_seconds integer, recent integer, retry_after_seconds integer)
+-- Each user's spends in the current window of each rule, one row per (user,
+-- organization, rule): a window starts with the first spend after the previous one
+-- ended and admits max_requests spends. A spend counts itself in one conditional upsert
+-- of this row (O(1), whatever the rate or the window), and the row lock it takes
+-- serialises only that user's own spends under that rule, so the count is exact under
+-- concurrency. Refused spends are given back.
+create table if not exists public.ai_rate_limit_windows (
+  user_id uuid not null,
+  organization_id uuid not null,
+  rate_limit_id bigint not null,
+  window_started_at timestamptz not null,
+  spends integer not null check (spends >= 0),
+  constraint ai_rate_limit_windows_pkey primary key (user_id, organization_id, rate_limit_id)
+);
+comment on table public.ai_rate_limit_windows is 'Rate-limit state: the spends of a user under a rule (ai_rate_limits.id) in the window that started at window_started_at. Written by the spending functions; rows of ended windows are removed by refresh_due_tokens.';
+
+revoke all on public.ai_rate_limit_windows from anon, authenticated;
+grant all on public.ai_rate_limit_windows to service_role;
+alter table public.ai_rate_limit_windows enable row level security;
+drop policy if exists "Service role manages rate-limit windows" on public.ai_rate_limit_windows;
+create policy "Service role manages rate-limit windows"
+  on public.ai_rate_limit_windows for all to service_role using (true) with check (true);
+
+-- Count one spend of a user under a rule: null when it fits the window (counted), else
+-- the seconds until the window ends (nothing counted).
+create or replace function ai_tokens_internal.take_rate_slot(user_id uuid, organization_id uuid, rate_limit_id bigint,
+                                                             max_requests integer, window_seconds integer)
+returns integer
 language plpgsql
 volatile
 set search_path = ''
 as $$
 declare
-  rule record;
-  counted integer;
-  oldest timestamptz;
+  ended timestamptz := now() - make_interval(secs => take_rate_slot.window_seconds);
+  started timestamptz;
 begin
-  select l.max_requests, l.window_seconds, l.feature into rule
-  from public.ai_rate_limits l
-  where (l.organization_id is null or l.organization_id = check_rate_limit.organization_id)
-    and (l.plan is null or l.plan = check_rate_limit.plan)
-    and (l.feature is null or l.feature = check_rate_limit.feature)
-  order by (l.organization_id is not null) desc, (l.feature is not null) desc,
-           (l.plan is not null) desc
-  limit 1;
-  if not found then
-    return;
+  insert into public.ai_rate_limit_windows as w (user_id, organization_id, rate_limit_id, window_started_at, spends)
+  values (take_rate_slot.user_id, take_rate_slot.organization_id, take_rate_slot.rate_limit_id, now(), 1)
+  on conflict on constraint ai_rate_limit_windows_pkey do update
+    set window_started_at = case when w.window_started_at <= ended then now() else w.window_started_at end,
+        spends = case when w.window_started_at <= ended then 1 else w.spends + 1 end
+    where w.window_started_at <= ended or w.spends < take_rate_slot.max_requests
+  returning w.window_started_at into started;
+  if found then
+    return null;
   end if;
-
-  perform ai_tokens_internal.lock('rate', check_rate_limit.user_id::text);
-
-  select count(*)::integer, min(e.created_at) into counted, oldest
-  from (
-    select s.created_at
-    from (
-      select l.created_at from public.ai_token_usage_log l
-      where l.user_id = check_rate_limit.user_id
-        and l.organization_id = check_rate_limit.organization_id
-        and l.reservation_id is null
-        and l.created_at > now() - make_interval(secs => rule.window_seconds)
-        and (rule.feature is null or l.feature_used = rule.feature)
-      union all
-      select r.created_at from public.ai_token_reservations r
-      where r.user_id = check_rate_limit.user_id
-        and r.organization_id = check_rate_limit.organization_id
-        and r.created_at > now() - make_interval(secs => rule.window_seconds)
-        and (rule.feature is null or r.feature = rule.feature)
-    ) s
-    order by s.created_at desc
-    limit rule.max_requests
-  ) e;
-
-  return query select rule.max_requests::integer, rule.window_seconds::integer, counted,
-    case when counted >= rule.max_requests then
-      greatest(1, ceil(extract(epoch from oldest + make_interval(secs => rule.window_seconds) - now())))::integer
-    end;
+  select w.window_started_at into started from public.ai_rate_limit_windows w
+  where w.user_id = take_rate_slot.user_id and w.organization_id = take_rate_slot.organization_id
+    and w.rate_limit_id = take_rate_slot.rate_limit_id;
+  return greatest(1, ceil(extract(epoch from started + make_interval(secs => take_rate_slot.window_seconds) - now())))::integer;
 end
 $$;
-revoke all on function ai_tokens_internal.check_rate_limit(uuid, uuid, text, text) from public, anon, authenticated;
+revoke all on function ai_tokens_internal.take_rate_slot(uuid, uuid, bigint, integer, integer) from public, anon, authenticated;
+
+-- Give back the spend take_rate_slot counted, for a spend refused after it was counted
+-- (402 insufficient_tokens): refused spends do not use up the limit.
+create or replace function ai_tokens_internal.give_back_rate_slot(user_id uuid, organization_id uuid, rate_limit_id bigint)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  update public.ai_rate_limit_windows w set spends = w.spends - 1
+  where w.user_id = give_back_rate_slot.user_id and w.organization_id = give_back_rate_slot.organization_id
+    and w.rate_limit_id = give_back_rate_slot.rate_limit_id and w.spends > 0;
+end
+$$;
+revoke all on function ai_tokens_internal.give_back_rate_slot(uuid, uuid, bigint) from public, anon, authenticated;
 
 -- set_rate_limit: create or change the limit of one scope (organization, plan, feature;
 -- null means any). Service role only. Returns the row.

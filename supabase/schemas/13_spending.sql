@@ -1,8 +1,8 @@
 -- tokens-client · 13 spending: has_enough_tokens, deduct_tokens, get_token_stats.
 --
--- Spending is one conditional UPDATE (balance - reserved >= cost, nothing due for
--- settlement) whose trigger journals it, plus the usage-log insert, in one transaction
--- and one round trip. When that UPDATE matches nothing, the row is opened (created on
+-- Spending is one statement: a conditional UPDATE (balance - reserved >= cost, nothing
+-- due before the row's settle_after) whose trigger journals it, with the usage-log
+-- insert, in one transaction and one round trip. When that UPDATE matches nothing, the row is opened (created on
 -- first use), locked and settled, and the decision is taken again under the lock.
 -- Refusals that are the caller's situation (403 feature_not_in_plan, 429 rate_limited,
 -- 402 insufficient_tokens) are returned, not raised, so that their record commits: the
@@ -50,65 +50,136 @@ end
 $$;
 revoke all on function ai_tokens_internal.refusal_response(jsonb, uuid, text, jsonb) from public, anon, authenticated;
 
--- The common opening of a spend (deduct_tokens, reserve_tokens): a request_id of 1 to
--- 200 characters when given, the organization the caller may act on, a feature named,
--- and the organization's enforcement mode. Raises on bad input (nothing written).
-create or replace function ai_tokens_internal.open_spend(feature text, organization_id uuid, request_id text)
-returns table (resolved_organization_id uuid, enforcement text)
+-- The opening of every spend (deduct_tokens, reserve_tokens, has_enough_tokens), in
+-- few statements: the JWT claims read once; the organization the caller may act on
+-- (the memberships seam, called once); the organization's plan (the organization_plan
+-- seam); then one query for the feature's type and cost, whether the plan offers it,
+-- the enforcement mode and, for a user's spend, the rate-limit rule that applies (the
+-- most specific row: organization, feature+plan, feature, plan, default). Raises on bad
+-- input (a request_id of 0 or over 200 characters, no feature, no organization for the
+-- service role, 401/403 for the caller). An unknown feature comes back with a null
+-- price_type, so that a replay is answered before the 404 (the catalog may have
+-- changed since the first call).
+create or replace function ai_tokens_internal.spend_context(
+  feature text, organization_id uuid, request_id text, with_rate_rule boolean,
+  out caller_id uuid, out is_service boolean, out org_id uuid, out caller_role text, out org_plan text,
+  out enforcement text, out price_type text, out unit_cost integer, out offered boolean,
+  out rule_id bigint, out rule_max integer, out rule_window integer)
 language plpgsql
 stable
 set search_path = ''
 as $$
 declare
-  resolved uuid;
+  claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+  claimed_role text := coalesce(nullif(current_setting('request.jwt.claim.role', true), ''), claims ->> 'role', '');
+  membership_count integer;
 begin
-  if open_spend.request_id is not null
-     and (length(open_spend.request_id) = 0 or length(open_spend.request_id) > 200) then
+  if spend_context.request_id is not null
+     and (length(spend_context.request_id) = 0 or length(spend_context.request_id) > 200) then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
       jsonb_build_object('field', 'request_id'));
   end if;
-  select r.organization_id into resolved
-  from ai_tokens_internal.resolve_organization(open_spend.organization_id) r;
-  if open_spend.feature is null or length(btrim(open_spend.feature)) = 0 then
+  caller_id := coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''), claims ->> 'sub')::uuid;
+  -- ai_tokens_internal.is_service_role(), from the claims read above.
+  is_service := claimed_role = 'service_role'
+                or (claimed_role = '' and session_user in ('postgres', 'supabase_admin'));
+
+  if is_service then
+    if spend_context.organization_id is null then
+      perform ai_tokens_internal.refuse(400, 'invalid_request', 'organization_id is required for the service role',
+        jsonb_build_object('field', 'organization_id'));
+    end if;
+    perform ai_tokens_internal.require_organization(spend_context.organization_id);
+    org_id := spend_context.organization_id;
+    caller_role := 'service_role';
+  else
+    -- ai_tokens_internal.resolve_organization(), with one call of the seam.
+    if caller_id is null then
+      perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
+    end if;
+    select count(*)::integer,
+           (array_agg(m.organization_id order by m.organization_id)
+              filter (where spend_context.organization_id is null or m.organization_id = spend_context.organization_id))[1],
+           (array_agg(m.role order by m.organization_id)
+              filter (where spend_context.organization_id is null or m.organization_id = spend_context.organization_id))[1]
+    into membership_count, org_id, caller_role
+    from ai_tokens_internal.memberships() m;
+    if org_id is null then
+      perform ai_tokens_internal.refuse(403, 'not_a_member',
+        case when spend_context.organization_id is null
+          then 'You are not a member of any organization'
+          else 'You are not a member of this organization' end,
+        jsonb_build_object('organization_id', spend_context.organization_id));
+    end if;
+    if spend_context.organization_id is null and membership_count > 1 then
+      perform ai_tokens_internal.refuse(400, 'invalid_request',
+        'organization_id is required: you belong to several organizations',
+        jsonb_build_object('field', 'organization_id'));
+    end if;
+  end if;
+  if spend_context.feature is null or length(btrim(spend_context.feature)) = 0 then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'feature is required',
       jsonb_build_object('field', 'feature'));
   end if;
-  return query select resolved, ai_tokens_internal.enforcement_mode(resolved);
+
+  org_plan := ai_tokens_internal.organization_plan(org_id);
+  select f.token_type, f.cost,
+         exists (select 1 from public.ai_plan_allocations a where a.plan = org_plan and a.token_type = f.token_type),
+         coalesce((select e.mode from public.ai_token_enforcement_modes e where e.organization_id = org_id),
+                  (select e.mode from public.ai_token_enforcement_modes e where e.organization_id is null),
+                  'enforce'),
+         r.id, r.max_requests, r.window_seconds
+  into price_type, unit_cost, offered, enforcement, rule_id, rule_max, rule_window
+  from (select) as one
+  left join public.ai_features f on f.feature = spend_context.feature
+  left join lateral (
+    select l.id, l.max_requests, l.window_seconds
+    from public.ai_rate_limits l
+    where spend_context.with_rate_rule and not is_service
+      and (l.organization_id is null or l.organization_id = org_id)
+      and (l.plan is null or l.plan = org_plan)
+      and (l.feature is null or l.feature = spend_context.feature)
+    order by (l.organization_id is not null) desc, (l.feature is not null) desc, (l.plan is not null) desc
+    limit 1
+  ) r on true;
 end
 $$;
-revoke all on function ai_tokens_internal.open_spend(text, uuid, text) from public, anon, authenticated;
+revoke all on function ai_tokens_internal.spend_context(text, uuid, text, boolean) from public, anon, authenticated;
 
 -- The policy refusal of a spend, or null when allowed: the feature outside the plan
--- (403) before the caller's rate limit (429; users only, the service role is never
--- limited). Shared by deduct_tokens and reserve_tokens.
-create or replace function ai_tokens_internal.policy_refusal(caller uuid, organization_id uuid, feature text,
-                                       plan text, in_plan boolean, token_type text)
+-- (403) before the caller's rate limit (429; a spend that fits is counted in the user's
+-- window). rule_id is null for the service role, which is never limited. Shared by
+-- deduct_tokens and reserve_tokens, with what spend_context found.
+create or replace function ai_tokens_internal.policy_refusal(
+  caller uuid, organization_id uuid, feature text, plan text, offered boolean, token_type text,
+  rule_id bigint, rule_max integer, rule_window integer)
 returns jsonb
 language plpgsql
 volatile
 set search_path = ''
 as $$
 declare
-  limited record;
+  retry_after integer;
 begin
-  if not policy_refusal.in_plan then
+  if not policy_refusal.offered then
     return ai_tokens_internal.not_in_plan_refusal(policy_refusal.feature, policy_refusal.plan, policy_refusal.token_type);
   end if;
-  if policy_refusal.caller is null then
+  if policy_refusal.rule_id is null then
     return null;
   end if;
-  select * into limited from ai_tokens_internal.check_rate_limit(policy_refusal.caller, policy_refusal.organization_id,
-                                                      policy_refusal.plan, policy_refusal.feature);
-  if limited.retry_after_seconds is not null then
-    return ai_tokens_internal.refusal(429, 'rate_limited', 'Rate limit exceeded. Wait before next request.',
-      jsonb_build_object('feature', policy_refusal.feature, 'limit', limited.max_requests,
-                         'window_seconds', limited.window_seconds,
-                         'retry_after_seconds', limited.retry_after_seconds));
+  retry_after := ai_tokens_internal.take_rate_slot(policy_refusal.caller, policy_refusal.organization_id,
+                                                   policy_refusal.rule_id, policy_refusal.rule_max,
+                                                   policy_refusal.rule_window);
+  if retry_after is null then
+    return null;
   end if;
-  return null;
+  return ai_tokens_internal.refusal(429, 'rate_limited', 'Rate limit exceeded. Wait before next request.',
+    jsonb_build_object('feature', policy_refusal.feature, 'limit', policy_refusal.rule_max,
+                       'window_seconds', policy_refusal.rule_window, 'retry_after_seconds', retry_after));
 end
 $$;
-revoke all on function ai_tokens_internal.policy_refusal(uuid, uuid, text, text, boolean, text) from public, anon, authenticated;
+revoke all on function ai_tokens_internal.policy_refusal(uuid, uuid, text, text, boolean, text, bigint, integer, integer)
+  from public, anon, authenticated;
 
 -- The insufficient-tokens refusal for `required` tokens of a settled (locked) row, with
 -- what the row holds; `account` is all nulls when the organization has no such row.
@@ -197,28 +268,6 @@ as $$
 $$;
 revoke all on function ai_tokens_internal.raise_refusal(jsonb) from public, anon, authenticated;
 
--- The feature's price, refusing a feature the plan does not offer (403): look_up_feature
--- for has_enough_tokens, which raises instead of returning refusals.
-create or replace function ai_tokens_internal.price_feature(feature text, organization_id uuid)
-returns table (token_type text, cost integer, plan text)
-language plpgsql
-stable
-set search_path = ''
-as $$
-declare
-  priced record;
-begin
-  select * into priced from ai_tokens_internal.look_up_feature(price_feature.feature, price_feature.organization_id);
-  if not priced.in_plan then
-    perform ai_tokens_internal.raise_refusal(
-      ai_tokens_internal.not_in_plan_refusal(price_feature.feature, priced.plan, priced.token_type));
-  end if;
-  return query select priced.token_type::text, priced.cost::integer, priced.plan::text;
-end
-$$;
-revoke all on function ai_tokens_internal.price_feature(text, uuid) from public, anon, authenticated;
-grant execute on function ai_tokens_internal.price_feature(text, uuid) to service_role;
-
 -- has_enough_tokens: may the caller's organization afford this feature now
 -- (balance - reserved >= cost, once what is due is settled)? Always true in monitor and
 -- off modes. Unknown features (404), features outside the plan (403, in enforce mode)
@@ -231,27 +280,31 @@ security definer
 set search_path = ''
 as $$
 declare
-  target_organization uuid;
-  price record;
+  spend record;
   account public.ai_tokens;
 begin
-  select r.organization_id into target_organization
-  from ai_tokens_internal.resolve_organization(has_enough_tokens.organization_id) r;
-  if ai_tokens_internal.enforcement_mode(target_organization) <> 'enforce' then
-    perform ai_tokens_internal.look_up_feature(has_enough_tokens.feature, target_organization);
+  spend := ai_tokens_internal.spend_context(has_enough_tokens.feature, has_enough_tokens.organization_id, null, false);
+  if spend.price_type is null then
+    perform ai_tokens_internal.refuse(404, 'unknown_feature', 'Unknown feature',
+      jsonb_build_object('feature', left(has_enough_tokens.feature, 100)));
+  end if;
+  if spend.enforcement <> 'enforce' then
     return true;
   end if;
-  select * into price from ai_tokens_internal.price_feature(has_enough_tokens.feature, target_organization);
+  if not spend.offered then
+    perform ai_tokens_internal.raise_refusal(
+      ai_tokens_internal.not_in_plan_refusal(has_enough_tokens.feature, spend.org_plan, spend.price_type));
+  end if;
 
   select * into account from public.ai_tokens t
-  where t.organization_id = target_organization and t.token_type = price.token_type;
+  where t.organization_id = spend.org_id and t.token_type = spend.price_type;
   if not found then
     -- Not used yet: the row it would be opened with on first use.
-    account := ai_tokens_internal.unopened_account(target_organization, price.token_type);
-  else
+    account := ai_tokens_internal.unopened_account(spend.org_id, spend.price_type);
+  elsif account.settle_after <= now() then
     account := ai_tokens_internal.settled_tokens(account);
   end if;
-  return account.balance - account.reserved >= price.cost;
+  return account.balance - account.reserved >= spend.unit_cost;
 end
 $$;
 revoke all on function public.has_enough_tokens(text, uuid) from public, anon, authenticated;
@@ -259,10 +312,13 @@ grant execute on function public.has_enough_tokens(text, uuid) to authenticated,
 comment on function public.has_enough_tokens(text, uuid) is 'tokens-client: may the caller''s organization afford this feature now';
 
 -- deduct_tokens: spend the feature's cost from the caller's organization.
--- Hot path: one conditional UPDATE (balance - reserved >= cost, nothing due) whose
--- trigger writes the journal row, plus the usage-log insert. When that UPDATE matches
--- nothing, the row is locked and settled (refresh, expiries) and the decision is taken
--- again under the lock. Spends the period allowance first, then purchased tokens.
+-- Hot path: spend_context (claims, membership, plan, price, mode and rate rule), the
+-- rate-limit count (one upsert of the user's window row), then one statement: the
+-- conditional UPDATE (balance - reserved >= cost, nothing due before settle_after)
+-- with the usage-log insert; the UPDATE's trigger writes the journal row. The row lock
+-- is held only from that statement to the commit. When that UPDATE matches nothing,
+-- the row is opened (created on first use), locked and settled, and the decision is
+-- taken again under the lock. Spends the period allowance first, then purchased tokens.
 -- Idempotent per organization with request_id (a retry returns the first result).
 -- Refusals that are the caller's situation (403 feature_not_in_plan, 429 rate_limited,
 -- 402 insufficient_tokens) do not raise: they are recorded as a 'refused' alert and
@@ -283,12 +339,9 @@ security definer
 set search_path = ''
 as $$
 declare
-  caller uuid := (select auth.uid());
-  target_organization uuid;
-  price record;
-  mode text;
+  spend record;
   previous public.ai_token_usage_log;
-  new_usage_id uuid := gen_random_uuid();
+  new_usage_id uuid;
   account public.ai_tokens;
   refused jsonb;
   insufficient jsonb;
@@ -302,19 +355,19 @@ begin
     perform ai_tokens_internal.refuse(400, 'invalid_amount', 'quantity must be between 1 and 1000000',
       jsonb_build_object('field', 'quantity', 'quantity', deduct_tokens.quantity, 'min', 1, 'max', 1000000));
   end if;
-  select o.resolved_organization_id, o.enforcement into target_organization, mode
-  from ai_tokens_internal.open_spend(deduct_tokens.feature, deduct_tokens.organization_id, deduct_tokens.request_id) o;
+  spend := ai_tokens_internal.spend_context(deduct_tokens.feature, deduct_tokens.organization_id,
+                                           deduct_tokens.request_id, true);
 
   -- A retry is answered before pricing: the first call spent, so a plan change or a
   -- catalog edit since then must not turn its replay into a refusal.
   if deduct_tokens.request_id is not null then
     -- Serialise retries of one request so exactly one of them spends.
-    perform ai_tokens_internal.lock('deduction', target_organization::text || '/' || deduct_tokens.request_id);
+    perform ai_tokens_internal.lock('deduction', spend.org_id::text || '/' || deduct_tokens.request_id);
     select * into previous from public.ai_token_usage_log l
-    where l.organization_id = target_organization and l.request_id = deduct_tokens.request_id;
+    where l.organization_id = spend.org_id and l.request_id = deduct_tokens.request_id;
     if found then
       -- A key belongs to its caller and its payload: anything else replays nothing.
-      if previous.user_id is distinct from caller then
+      if previous.user_id is distinct from spend.caller_id then
         perform ai_tokens_internal.refuse(409, 'idempotency_conflict', 'request_id was already used by another caller',
           jsonb_build_object('request_id', deduct_tokens.request_id));
       end if;
@@ -334,99 +387,124 @@ begin
         'usage_id', previous.id,
         'request_id', previous.request_id,
         'replayed', true,
-        'enforcement', mode,
+        'enforcement', spend.enforcement,
         'would_have_refused', null,
         'message', format('Used %s tokens for %s', previous.tokens_deducted, previous.feature_used));
     end if;
   end if;
 
-  select * into price from ai_tokens_internal.look_up_feature(deduct_tokens.feature, target_organization);
+  if spend.price_type is null then
+    perform ai_tokens_internal.refuse(404, 'unknown_feature', 'Unknown feature',
+      jsonb_build_object('feature', left(deduct_tokens.feature, 100)));
+  end if;
   -- Metered usage (e.g. LLM tokens counted by the provider): the feature's cost per unit.
-  if price.cost::bigint * deduct_tokens.quantity > 1000000000 then
+  if spend.unit_cost::bigint * deduct_tokens.quantity > 1000000000 then
     perform ai_tokens_internal.refuse(400, 'invalid_amount', 'quantity times the feature''s cost exceeds 1000000000',
-      jsonb_build_object('field', 'quantity', 'quantity', deduct_tokens.quantity, 'cost', price.cost,
+      jsonb_build_object('field', 'quantity', 'quantity', deduct_tokens.quantity, 'cost', spend.unit_cost,
                          'max', 1000000000));
   end if;
-  cost := price.cost * deduct_tokens.quantity;
+  cost := spend.unit_cost * deduct_tokens.quantity;
 
-  if mode = 'off' then
+  if spend.enforcement = 'off' then
     select t.balance into remaining from public.ai_tokens t
-    where t.organization_id = target_organization and t.token_type = price.token_type;
+    where t.organization_id = spend.org_id and t.token_type = spend.price_type;
     return jsonb_build_object(
       'success', true,
       'remaining_balance', coalesce(remaining, 0),
       'tokens_deducted', 0,
-      'token_type', price.token_type,
+      'token_type', spend.price_type,
       'feature', deduct_tokens.feature,
-      'organization_id', target_organization,
+      'organization_id', spend.org_id,
       'usage_id', null,
       'request_id', deduct_tokens.request_id,
       'replayed', false,
-      'enforcement', mode,
+      'enforcement', spend.enforcement,
       'would_have_refused', null,
       'message', format('Token checks are off: nothing deducted for %s', deduct_tokens.feature));
   end if;
 
-  context := jsonb_build_object('feature', deduct_tokens.feature, 'user_id', caller,
-                                'request_id', deduct_tokens.request_id);
-  refused := ai_tokens_internal.policy_refusal(caller, target_organization, deduct_tokens.feature,
-                                    price.plan, price.in_plan, price.token_type);
-  if refused is not null and mode = 'enforce' then
-    return ai_tokens_internal.refusal_response(refused, target_organization, price.token_type, context);
+  refused := ai_tokens_internal.policy_refusal(spend.caller_id, spend.org_id, deduct_tokens.feature, spend.org_plan,
+                                               spend.offered, spend.price_type, spend.rule_id, spend.rule_max,
+                                               spend.rule_window);
+  if refused is not null then
+    context := jsonb_build_object('feature', deduct_tokens.feature, 'user_id', spend.caller_id,
+                                  'request_id', deduct_tokens.request_id);
+    if spend.enforcement = 'enforce' then
+      return ai_tokens_internal.refusal_response(refused, spend.org_id, spend.price_type, context);
+    end if;
   end if;
 
-  perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id));
-  update public.ai_tokens t
-  set balance = t.balance - cost,
-      purchased_balance = least(t.purchased_balance, t.balance - cost),
-      updated_at = now()
-  where t.organization_id = target_organization
-    and t.token_type = price.token_type
-    and t.balance - t.reserved >= cost
-    and not ai_tokens_internal.settlement_due(t.organization_id, t.token_type, t.refresh_date)
-  returning t.balance, t.purchased_balance into remaining, remaining_purchased;
-  perform ai_tokens_internal.journal_as(null);
+  -- The critical section: from this statement (which takes the row lock) to the commit.
+  new_usage_id := gen_random_uuid();
+  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
+  with spent as (
+    update public.ai_tokens t
+    set balance = t.balance - cost,
+        purchased_balance = least(t.purchased_balance, t.balance - cost),
+        updated_at = now()
+    where t.organization_id = spend.org_id
+      and t.token_type = spend.price_type
+      and t.balance - t.reserved >= cost
+      and t.settle_after > now()
+    returning t.balance, t.purchased_balance
+  ),
+  logged as (
+    insert into public.ai_token_usage_log
+      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id, quantity)
+    select new_usage_id, spend.org_id, spend.caller_id, spend.price_type, deduct_tokens.feature, cost, s.balance,
+           deduct_tokens.request_id, deduct_tokens.quantity
+    from spent s
+    returning 1
+  )
+  select s.balance, s.purchased_balance into remaining, remaining_purchased from spent s;
+  perform set_config('tokens.change', '', true);
 
   if remaining is not null then
     charged := cost;
   else
     -- Slow path: lock and settle the row, then decide under the lock.
-    account := ai_tokens_internal.open_account(target_organization, price.token_type);
-    charged := ai_tokens_internal.obtainable(account, cost, mode);
+    account := ai_tokens_internal.open_account(spend.org_id, spend.price_type);
+    charged := ai_tokens_internal.obtainable(account, cost, spend.enforcement);
     if charged < cost then
-      insufficient := ai_tokens_internal.insufficient_refusal(deduct_tokens.feature, cost, price.token_type, account);
-      if mode = 'enforce' then
-        return ai_tokens_internal.refusal_response(insufficient, target_organization, price.token_type, context);
+      insufficient := ai_tokens_internal.insufficient_refusal(deduct_tokens.feature, cost, spend.price_type, account);
+      context := coalesce(context, jsonb_build_object('feature', deduct_tokens.feature, 'user_id', spend.caller_id,
+                                                      'request_id', deduct_tokens.request_id));
+      if spend.enforcement = 'enforce' or charged = 0 then
+        -- Nothing is spent: the rate-limit window gets its spend back.
+        if spend.rule_id is not null and refused is null then
+          perform ai_tokens_internal.give_back_rate_slot(spend.caller_id, spend.org_id, spend.rule_id);
+        end if;
+      end if;
+      if spend.enforcement = 'enforce' then
+        return ai_tokens_internal.refusal_response(insufficient, spend.org_id, spend.price_type, context);
       end if;
       refused := coalesce(refused, insufficient);
     end if;
     remaining := coalesce(account.balance, 0);
     remaining_purchased := coalesce(account.purchased_balance, 0);
     if charged > 0 then
-      perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id));
+      perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
       update public.ai_tokens t
       set balance = t.balance - charged,
           purchased_balance = least(t.purchased_balance, t.balance - charged),
           updated_at = now()
       where t.id = account.id
       returning t.balance, t.purchased_balance into remaining, remaining_purchased;
-      perform ai_tokens_internal.journal_as(null);
+      perform set_config('tokens.change', '', true);
+      insert into public.ai_token_usage_log
+        (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id, quantity)
+      values
+        (new_usage_id, spend.org_id, spend.caller_id, spend.price_type, deduct_tokens.feature, charged, remaining,
+         deduct_tokens.request_id, deduct_tokens.quantity);
     end if;
   end if;
 
-  if charged > 0 then
-    insert into public.ai_token_usage_log
-      (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id, quantity)
-    values
-      (new_usage_id, target_organization, caller, price.token_type, deduct_tokens.feature, charged, remaining,
-       deduct_tokens.request_id, deduct_tokens.quantity);
-    -- The period allowance is used up: the rest came from grants.
-    if remaining = remaining_purchased then
-      perform ai_tokens_internal.consume_grants(target_organization, price.token_type, remaining_purchased, new_usage_id);
-    end if;
+  -- The period allowance is used up: the rest came from grants.
+  if charged > 0 and remaining = remaining_purchased then
+    perform ai_tokens_internal.consume_grants(spend.org_id, spend.price_type, remaining_purchased, new_usage_id);
   end if;
   if refused is not null then
-    perform ai_tokens_internal.record_refusal(refused, target_organization, price.token_type, mode,
+    perform ai_tokens_internal.record_refusal(refused, spend.org_id, spend.price_type, spend.enforcement,
       context || jsonb_build_object('charged', charged));
   end if;
 
@@ -434,15 +512,15 @@ begin
     'success', true,
     'remaining_balance', remaining,
     'tokens_deducted', charged,
-    'token_type', price.token_type,
+    'token_type', spend.price_type,
     'feature', deduct_tokens.feature,
-    'organization_id', target_organization,
+    'organization_id', spend.org_id,
     'usage_id', case when charged > 0 then new_usage_id end,
     'request_id', deduct_tokens.request_id,
     'replayed', false,
-    'enforcement', mode,
-    'would_have_refused', ai_tokens_internal.refusal_summary(refused),
-    'message', format('Used %s tokens for %s', charged, deduct_tokens.feature));
+    'enforcement', spend.enforcement,
+    'would_have_refused', case when refused is not null then ai_tokens_internal.refusal_summary(refused) end,
+    'message', 'Used ' || charged || ' tokens for ' || deduct_tokens.feature);
 end
 $$;
 revoke all on function public.deduct_tokens(text, uuid, text, integer) from public, anon, authenticated;
@@ -474,8 +552,7 @@ begin
   if current_setting('transaction_read_only') <> 'on' then
     for due in
       select t.token_type from public.ai_tokens t
-      where t.organization_id = target_organization
-        and ai_tokens_internal.settlement_due(t.organization_id, t.token_type, t.refresh_date)
+      where t.organization_id = target_organization and t.settle_after <= now()
       order by t.token_type
     loop
       perform ai_tokens_internal.settle_tokens(target_organization, due.token_type);

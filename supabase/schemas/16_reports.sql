@@ -30,30 +30,41 @@ begin
   from ai_tokens_internal.resolve_organization(get_usage_report.organization_id) r;
   everyone := caller_role in ('service_role', 'owner', 'admin');
 
+  -- Whole UTC days from the rollup (ai_token_usage_daily), the partial day `since`
+  -- falls in from the log itself: the cost follows the days asked for, not the log.
   return query
   with entries as (
-    select l.feature_used, l.user_id, l.tokens_deducted, (l.created_at at time zone 'UTC')::date as entry_day
+    select d.feature, d.user_id, d.uses, d.tokens, d.day as entry_day
+    from public.ai_token_usage_daily d
+    where d.organization_id = target_organization
+      and (everyone or d.user_id = (select auth.uid()))
+      and (since is null or d.day > (since at time zone 'UTC')::date)
+      and (d.uses <> 0 or d.tokens <> 0)
+    union all
+    select l.feature_used, l.user_id, 1::bigint, l.tokens_deducted::bigint, (l.created_at at time zone 'UTC')::date
     from public.ai_token_usage_log l
-    where l.organization_id = target_organization
+    where since is not null
+      and l.organization_id = target_organization
       and (everyone or l.user_id = (select auth.uid()))
-      and (since is null or l.created_at >= since)
+      and l.created_at >= since
+      and l.created_at < ((since at time zone 'UTC')::date + 1)::timestamp at time zone 'UTC'
   )
   select g.key, g.label, g.uses, g.tokens, g.day
   from (
-    select e.feature_used as key, e.feature_used as label, count(*) as uses,
-           sum(e.tokens_deducted)::bigint as tokens, null::date as day
+    select e.feature as key, e.feature as label, sum(e.uses)::bigint as uses,
+           sum(e.tokens)::bigint as tokens, null::date as day
     from entries e where group_by = 'feature'
-    group by e.feature_used
+    group by e.feature
     union all
     select coalesce(e.user_id::text, 'service'),
            coalesce(ai_tokens_internal.user_display_name(e.user_id), e.user_id::text, 'service role'),
-           count(*), sum(e.tokens_deducted)::bigint, null::date
+           sum(e.uses)::bigint, sum(e.tokens)::bigint, null::date
     from entries e
     where group_by = 'user'
     group by e.user_id
     union all
-    select e.entry_day::text, to_char(e.entry_day, 'YYYY-MM-DD'), count(*),
-           sum(e.tokens_deducted)::bigint, e.entry_day
+    select e.entry_day::text, to_char(e.entry_day, 'YYYY-MM-DD'), sum(e.uses)::bigint,
+           sum(e.tokens)::bigint, e.entry_day
     from entries e where group_by = 'day'
     group by e.entry_day
   ) g

@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(498);
+select plan(516);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -80,26 +80,25 @@ insert into tests.intended_grants values
   ('ai_tokens_internal.unopened_account(uuid,text)',              false, false, false, true),
   ('ai_tokens_internal.settle_tokens(uuid,text)',                 false, false, false, true),
   ('ai_tokens_internal.next_refresh(timestamp with time zone)',   false, false, false, true),
-  ('ai_tokens_internal.settlement_due(uuid,text,timestamp with time zone)', false, false, false, true),
+  ('ai_tokens_internal.next_settlement(uuid,text,timestamp with time zone)', false, false, false, true),
   ('ai_tokens_internal.webhook_alert_kinds()',                    false, false, false, true),
   ('ai_tokens_internal.webhook_retry_delay(integer,integer,integer)', false, false, false, true),
   -- Granted to the service role for SQL callers; they reveal nothing it cannot read.
   ('ai_tokens_internal.membership_role(uuid)',                    false, false, false, true),
-  ('ai_tokens_internal.look_up_feature(text,uuid)',               false, false, false, true),
-  ('ai_tokens_internal.price_feature(text,uuid)',                 false, false, false, true),
   ('ai_tokens_internal.settled_view(ai_tokens)',                  false, false, false, true),
   ('ai_tokens_internal.settled_tokens(ai_tokens)',                false, false, false, true),
   -- Only called from SECURITY DEFINER functions (as their owner).
-  ('ai_tokens_internal.check_rate_limit(uuid,uuid,text,text)',    false, false, false, false),
   ('ai_tokens_internal.consume_grants(uuid,text,integer,uuid)',   false, false, false, false),
+  ('ai_tokens_internal.spend_context(text,uuid,text,boolean)',    false, false, false, false),
+  ('ai_tokens_internal.policy_refusal(uuid,uuid,text,text,boolean,text,bigint,integer,integer)', false, false, false, false),
+  ('ai_tokens_internal.take_rate_slot(uuid,uuid,bigint,integer,integer)', false, false, false, false),
+  ('ai_tokens_internal.give_back_rate_slot(uuid,uuid,bigint)',    false, false, false, false),
   ('ai_tokens_internal.refusal(integer,text,text,jsonb)',         false, false, false, false),
   ('ai_tokens_internal.raise_refusal(jsonb)',                     false, false, false, false),
   ('ai_tokens_internal.not_in_plan_refusal(text,text,text)',      false, false, false, false),
   ('ai_tokens_internal.record_refusal(jsonb,uuid,text,text,jsonb)', false, false, false, false),
   ('ai_tokens_internal.refusal_response(jsonb,uuid,text,jsonb)',  false, false, false, false),
   ('ai_tokens_internal.refusal_summary(jsonb)',                   false, false, false, false),
-  ('ai_tokens_internal.open_spend(text,uuid,text)',               false, false, false, false),
-  ('ai_tokens_internal.policy_refusal(uuid,uuid,text,text,boolean,text)', false, false, false, false),
   ('ai_tokens_internal.insufficient_refusal(text,integer,text,ai_tokens)', false, false, false, false),
   ('ai_tokens_internal.obtainable(ai_tokens,integer,text)',       false, false, false, false),
   ('ai_tokens_internal.reservation_json(ai_token_reservations)',  false, false, false, false),
@@ -109,7 +108,11 @@ insert into tests.intended_grants values
   ('ai_tokens_internal.journal_token_balance()',                  true,  false, false, false),
   ('ai_tokens_internal.notify_token_alert()',                     false, false, false, false),
   ('ai_tokens_internal.enqueue_alert_webhooks()',                 true,  false, false, false),
-  ('ai_tokens_internal.track_period_peak()',                      false, false, false, false);
+  ('ai_tokens_internal.track_period_peak()',                      false, false, false, false),
+  ('ai_tokens_internal.settle_by()',                              false, false, false, false),
+  -- The usage rollup's, SECURITY DEFINER so that the rollup follows whoever writes the log.
+  ('ai_tokens_internal.roll_up_usage_row()',                      true,  false, false, false),
+  ('ai_tokens_internal.roll_up_usage()',                          true,  false, false, false);
 
 -- tokens-client's functions: all of schema ai_tokens_internal, and the functions of
 -- public whose comment says 'tokens-client: ...' (the host app's own functions in public

@@ -1,10 +1,10 @@
--- Per-user rate limit: at most 5 spends per user in any 60 seconds by default, per plan,
--- per feature and per organization as data; refusals answer 429 with retry_after_seconds
+-- Per-user rate limit: at most 5 spends per user in each 60-second window by default, per
+-- plan, per feature and per organization as data; refusals answer 429 with retry_after_seconds
 -- and are recorded.
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(36);
+select plan(38);
 
 -- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
@@ -46,19 +46,24 @@ select is(count(*), 8::bigint, 'the service role is not rate limited')
 from generate_series(1, 8) i cross join lateral public.deduct_tokens('ask_assistant', :'org_a', 'svc-' || i) r
 where (r ->> 'success')::boolean;
 
--- The window slides: once the oldest spends are older than 60 s, spending resumes.
+-- The count is one row per user and rule, however many spends: O(1) per spend.
+select is((select count(*) from public.ai_rate_limit_windows where user_id = :'member_a'), 1::bigint,
+  'the user''s spends are counted in one window row');
+
+-- The window ends window_seconds after the spend that opened it: then the next five are
+-- allowed, in a window that starts with the first of them.
 select tests.clear_authentication();
-update public.ai_token_usage_log set created_at = now() - interval '61 seconds'
-where user_id = :'member_a' and request_id in ('rl-1', 'rl-2');
+update public.ai_rate_limit_windows set window_started_at = now() - interval '61 seconds' where user_id = :'member_a';
 select tests.authenticate_as(:'member_a');
-select is(public.deduct_tokens('ask_assistant') ->> 'success', 'true', 'a spend is allowed again when an old one left the window');
-select is((public.deduct_tokens('ask_assistant') ->> 'success'), 'true', 'two left the window, so two more are allowed');
+select is(count(*), 5::bigint, 'once the window ended, five more spends are allowed')
+from generate_series(1, 5) i cross join lateral public.deduct_tokens('ask_assistant', null, 'w2-' || i) r
+where (r ->> 'success')::boolean;
 select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'reason'), 'rate_limited', 'and then the limit applies again');
 select tests.clear_authentication();
-update public.ai_token_usage_log set created_at = now() - interval '45 seconds' where user_id = :'member_a' and request_id = 'rl-3';
+update public.ai_rate_limit_windows set window_started_at = now() - interval '45 seconds' where user_id = :'member_a';
 select tests.authenticate_as(:'member_a');
 select is(((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'retry_after_seconds')::integer, 15,
-  'retry_after_seconds counts down to when the oldest spend in the window leaves it');
+  'retry_after_seconds counts down to the end of the window');
 select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
 
 -- Reservations count as spends.
@@ -81,7 +86,7 @@ where (r ->> 'success')::boolean;
 select is(((public.deduct_tokens('generate_leads') ->> 'details')::jsonb - 'retry_after_seconds'),
   '{"reason": "rate_limited", "feature": "generate_leads", "limit": 3, "window_seconds": 30}'::jsonb,
   'the refusal names the limit that applied');
-select is(count(*), 7::bigint, 'enterprise: 10 per 60 s for other features; the plan-wide row counts every spend, the 3 generate_leads too')
+select is(count(*), 10::bigint, 'enterprise: 10 per 60 s for other features; each row counts the spends it governs, so the 3 generate_leads are not among them')
 from generate_series(1, 11) i cross join lateral public.deduct_tokens('ask_assistant', null, 'ask-' || i) r
 where (r ->> 'success')::boolean;
 select tests.clear_authentication();
@@ -123,7 +128,7 @@ where (r ->> 'success')::boolean;
 select tests.authenticate_as_service_role();
 select from public.set_rate_limit(3, 60, :'org_o', null, 'generate_leads');
 select tests.authenticate_as(:'member_o');
-select is(count(*), 2::bigint, 'an organization''s row for one feature wins for that feature and counts only its spends (1 + 2 of 3)')
+select is(count(*), 3::bigint, 'an organization''s row for one feature wins for that feature and counts only its own spends (3 of 3)')
 from generate_series(1, 3) i cross join lateral public.deduct_tokens('generate_leads', null, 'o-leads-' || i) r
 where (r ->> 'success')::boolean;
 select is((public.deduct_tokens('ask_assistant') ->> 'details')::jsonb ->> 'limit', '1',
@@ -153,6 +158,20 @@ select results_eq(
   'set_rate_limit refuses bad limits, unknown plans, features and organizations');
 select tests.clear_authentication();
 select is((select count(*) from public.ai_rate_limits), :'limits_before'::bigint, 'and wrote nothing for them');
+
+-- A spend refused for want of tokens (402) gives its place in the window back.
+select tests.create_organization('Limits Z') as org_z \gset
+select tests.create_user('member Z', :'org_z') as member_z \gset
+select tests.authenticate_as_service_role();
+select from public.set_rate_limit(2, 60, :'org_z');
+select tests.authenticate_as(:'member_z');
+select is(count(*), 3::bigint, 'three spends the balance cannot cover are refused 402')
+from generate_series(1, 3) i cross join lateral public.deduct_tokens('analyze_strategy', null, 'z-big-' || i, 20) r
+where (r ->> 'details')::jsonb ->> 'reason' = 'insufficient_tokens';
+select is(count(*), 2::bigint, 'and did not use up the limit of 2: both spends that fit succeed')
+from generate_series(1, 2) i cross join lateral public.deduct_tokens('analyze_strategy', null, 'z-' || i) r
+where (r ->> 'success')::boolean;
+select from set_config('response.status', '', true) s, set_config('response.headers', '', true) h;
 
 -- In monitor mode a rate-limited call goes through and is recorded as would-be refused.
 select tests.authenticate_as_service_role();
