@@ -427,7 +427,7 @@ set check_function_bodies = off;
 create table if not exists public.ai_token_ledger (
   id bigint generated always as identity primary key,
   organization_id uuid not null,
-  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  token_type text not null,
   kind text not null check (kind in (
     'allocation', 'refresh', 'plan_change', 'grant', 'deduction', 'refund',
     'reservation_capture', 'reservation_release', 'expiry', 'adjustment')),
@@ -443,7 +443,11 @@ create table if not exists public.ai_token_ledger (
 );
 comment on table public.ai_token_ledger is 'The journal: one row per change of an ai_tokens balance, written by a trigger on ai_tokens. For every (organization, token type): balance = sum(delta). Append-only.';
 create index if not exists ai_token_ledger_organization_type_idx on public.ai_token_ledger (organization_id, token_type, id);
-create index if not exists ai_token_ledger_token_type_idx on public.ai_token_ledger (token_type);
+-- No foreign key on token_type: every spend would take a KEY SHARE lock on the one
+-- shared ai_token_types row (a multixact under load). A renamed token type is carried
+-- into the journal by the trigger below instead.
+alter table public.ai_token_ledger drop constraint if exists ai_token_ledger_token_type_fkey;
+drop index if exists public.ai_token_ledger_token_type_idx;
 create index if not exists ai_token_ledger_usage_id_idx on public.ai_token_ledger (usage_id) where usage_id is not null;
 
 -- The journal is append-only, for the service role too.
@@ -460,6 +464,25 @@ create policy "Admins can view their organization's ledger"
 drop policy if exists "Service role reads and appends the ledger" on public.ai_token_ledger;
 create policy "Service role reads and appends the ledger"
   on public.ai_token_ledger for all to service_role using (true) with check (true);
+
+-- A token type renamed in the catalog (ai_tokens follows by its foreign key's ON UPDATE
+-- CASCADE) is renamed in the journal too, so that balance = sum(delta) still holds.
+create or replace function ai_tokens_internal.rename_ledger_token_type()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.ai_token_ledger l set token_type = new.token_type where l.token_type = old.token_type;
+  return null;
+end
+$$;
+revoke all on function ai_tokens_internal.rename_ledger_token_type() from public, anon, authenticated;
+create or replace trigger ai_token_types_rename_in_ledger
+  after update of token_type on public.ai_token_types
+  for each row when (new.token_type is distinct from old.token_type)
+  execute function ai_tokens_internal.rename_ledger_token_type();
 
 do $$
 begin
@@ -1693,27 +1716,11 @@ drop policy if exists "Service role reads the usage rollup" on public.ai_token_u
 create policy "Service role reads the usage rollup"
   on public.ai_token_usage_daily for select to service_role using (true);
 
--- Add a row inserted into the log to the rollup (a row trigger: one spend pays for one
--- upsert, not for a transition table).
-create or replace function ai_tokens_internal.roll_up_usage_row()
-returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
-  values (new.organization_id, (new.created_at at time zone 'UTC')::date, new.user_id, new.feature_used,
-          1, new.tokens_deducted)
-  on conflict on constraint ai_token_usage_daily_key
-  do update set uses = d.uses + 1, tokens = d.tokens + excluded.tokens;
-  return null;
-end
-$$;
-revoke all on function ai_tokens_internal.roll_up_usage_row() from public, anon, authenticated;
-
--- Take what a statement updated or deleted in the log into the rollup (a row updated
--- counts out with its old values and in with its new ones).
+-- Take what a statement inserted, updated or deleted in the log into the rollup (a row
+-- updated counts out with its old values and in with its new ones): one grouped upsert
+-- per statement, so a bulk load of a million rows costs one pass. deduct_tokens writes
+-- its own row's share in the statement that spends and sets tokens.rolled_up, which
+-- the insert trigger's WHEN reads, so a spend does not pay for a transition table.
 create or replace function ai_tokens_internal.roll_up_usage()
 returns trigger
 language plpgsql
@@ -1721,7 +1728,15 @@ security definer
 set search_path = ''
 as $$
 begin
-  if tg_op = 'DELETE' then
+  if tg_op = 'INSERT' then
+    insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
+    select a.organization_id, (a.created_at at time zone 'UTC')::date, a.user_id, a.feature_used,
+           count(*), sum(a.tokens_deducted)
+    from added a
+    group by 1, 2, 3, 4
+    on conflict on constraint ai_token_usage_daily_key
+    do update set uses = d.uses + excluded.uses, tokens = d.tokens + excluded.tokens;
+  elsif tg_op = 'DELETE' then
     insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
     select r.organization_id, (r.created_at at time zone 'UTC')::date, r.user_id, r.feature_used,
            -count(*), -sum(r.tokens_deducted)
@@ -1758,7 +1773,10 @@ begin
   lock table public.ai_token_usage_log in share row exclusive mode;
   create or replace trigger ai_token_usage_log_roll_up_insert
     after insert on public.ai_token_usage_log
-    for each row execute function ai_tokens_internal.roll_up_usage_row();
+    referencing new table as added
+    for each statement
+    when (coalesce(current_setting('tokens.rolled_up', true), '') <> 'on')
+    execute function ai_tokens_internal.roll_up_usage();
   create or replace trigger ai_token_usage_log_roll_up_update
     after update on public.ai_token_usage_log
     referencing old table as removed new table as added
@@ -1879,16 +1897,28 @@ declare
   ended timestamptz := now() - make_interval(secs => take_rate_slot.window_seconds);
   started timestamptz;
 begin
-  insert into public.ai_rate_limit_windows as w (user_id, organization_id, rate_limit_id, window_started_at, spends)
-  values (take_rate_slot.user_id, take_rate_slot.organization_id, take_rate_slot.rate_limit_id, now(), 1)
-  on conflict on constraint ai_rate_limit_windows_pkey do update
+  -- The common case first: the row exists. A full window matches nothing and locks
+  -- nothing; racing spends that both fit queue on the row and are counted one by one.
+  for attempt in 1..2 loop
+    update public.ai_rate_limit_windows w
     set window_started_at = case when w.window_started_at <= ended then now() else w.window_started_at end,
         spends = case when w.window_started_at <= ended then 1 else w.spends + 1 end
-    where w.window_started_at <= ended or w.spends < take_rate_slot.max_requests
-  returning w.window_started_at into started;
-  if found then
-    return null;
-  end if;
+    where w.user_id = take_rate_slot.user_id and w.organization_id = take_rate_slot.organization_id
+      and w.rate_limit_id = take_rate_slot.rate_limit_id
+      and (w.window_started_at <= ended or w.spends < take_rate_slot.max_requests);
+    if found then
+      return null;
+    end if;
+    exit when attempt = 2;
+    -- The user's first spend under this rule (or a full window: the insert does nothing,
+    -- and the update above runs once more in case a racing first spend made the row).
+    insert into public.ai_rate_limit_windows (user_id, organization_id, rate_limit_id, window_started_at, spends)
+    values (take_rate_slot.user_id, take_rate_slot.organization_id, take_rate_slot.rate_limit_id, now(), 1)
+    on conflict on constraint ai_rate_limit_windows_pkey do nothing;
+    if found then
+      return null;
+    end if;
+  end loop;
   select w.window_started_at into started from public.ai_rate_limit_windows w
   where w.user_id = take_rate_slot.user_id and w.organization_id = take_rate_slot.organization_id
     and w.rate_limit_id = take_rate_slot.rate_limit_id;
@@ -2060,13 +2090,12 @@ begin
     if caller_id is null then
       perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
     end if;
-    select count(*)::integer,
-           (array_agg(m.organization_id order by m.organization_id)
-              filter (where spend_context.organization_id is null or m.organization_id = spend_context.organization_id))[1],
-           (array_agg(m.role order by m.organization_id)
-              filter (where spend_context.organization_id is null or m.organization_id = spend_context.organization_id))[1]
-    into membership_count, org_id, caller_role
-    from ai_tokens_internal.memberships() m;
+    select m.organization_id, m.role, count(*) over ()::integer
+    into org_id, caller_role, membership_count
+    from ai_tokens_internal.memberships() m
+    where spend_context.organization_id is null or m.organization_id = spend_context.organization_id
+    order by m.organization_id
+    limit 1;
     if org_id is null then
       perform ai_tokens_internal.refuse(403, 'not_a_member',
         case when spend_context.organization_id is null
@@ -2278,7 +2307,8 @@ comment on function public.has_enough_tokens(text, uuid) is 'tokens-client: may 
 -- Hot path: spend_context (claims, membership, plan, price, mode and rate rule), the
 -- rate-limit count (one upsert of the user's window row), then one statement: the
 -- conditional UPDATE (balance - reserved >= cost, nothing due before settle_after)
--- with the usage-log insert; the UPDATE's trigger writes the journal row. The row lock
+-- with the usage-log insert and its share of the daily rollup; the UPDATE's trigger
+-- writes the journal row. The row lock
 -- is held only from that statement to the commit. When that UPDATE matches nothing,
 -- the row is opened (created on first use), locked and settled, and the decision is
 -- taken again under the lock. Spends the period allowance first, then purchased tokens.
@@ -2399,7 +2429,8 @@ begin
 
   -- The critical section: from this statement (which takes the row lock) to the commit.
   new_usage_id := gen_random_uuid();
-  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
+  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true),
+          set_config('tokens.rolled_up', 'on', true);
   with spent as (
     update public.ai_tokens t
     set balance = t.balance - cost,
@@ -2418,9 +2449,16 @@ begin
            deduct_tokens.request_id, deduct_tokens.quantity
     from spent s
     returning 1
+  ),
+  rolled_up as (
+    insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
+    select spend.org_id, (now() at time zone 'UTC')::date, spend.caller_id, deduct_tokens.feature, 1, cost
+    from spent s
+    on conflict on constraint ai_token_usage_daily_key
+    do update set uses = d.uses + 1, tokens = d.tokens + excluded.tokens
   )
   select s.balance, s.purchased_balance into remaining, remaining_purchased from spent s;
-  perform set_config('tokens.change', '', true);
+  perform set_config('tokens.change', '', true), set_config('tokens.rolled_up', '', true);
 
   if remaining is not null then
     charged := cost;

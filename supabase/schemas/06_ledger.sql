@@ -10,7 +10,7 @@ set check_function_bodies = off;
 create table if not exists public.ai_token_ledger (
   id bigint generated always as identity primary key,
   organization_id uuid not null,
-  token_type text not null references public.ai_token_types (token_type) on update cascade,
+  token_type text not null,
   kind text not null check (kind in (
     'allocation', 'refresh', 'plan_change', 'grant', 'deduction', 'refund',
     'reservation_capture', 'reservation_release', 'expiry', 'adjustment')),
@@ -26,7 +26,11 @@ create table if not exists public.ai_token_ledger (
 );
 comment on table public.ai_token_ledger is 'The journal: one row per change of an ai_tokens balance, written by a trigger on ai_tokens. For every (organization, token type): balance = sum(delta). Append-only.';
 create index if not exists ai_token_ledger_organization_type_idx on public.ai_token_ledger (organization_id, token_type, id);
-create index if not exists ai_token_ledger_token_type_idx on public.ai_token_ledger (token_type);
+-- No foreign key on token_type: every spend would take a KEY SHARE lock on the one
+-- shared ai_token_types row (a multixact under load). A renamed token type is carried
+-- into the journal by the trigger below instead.
+alter table public.ai_token_ledger drop constraint if exists ai_token_ledger_token_type_fkey;
+drop index if exists public.ai_token_ledger_token_type_idx;
 create index if not exists ai_token_ledger_usage_id_idx on public.ai_token_ledger (usage_id) where usage_id is not null;
 
 -- The journal is append-only, for the service role too.
@@ -43,6 +47,25 @@ create policy "Admins can view their organization's ledger"
 drop policy if exists "Service role reads and appends the ledger" on public.ai_token_ledger;
 create policy "Service role reads and appends the ledger"
   on public.ai_token_ledger for all to service_role using (true) with check (true);
+
+-- A token type renamed in the catalog (ai_tokens follows by its foreign key's ON UPDATE
+-- CASCADE) is renamed in the journal too, so that balance = sum(delta) still holds.
+create or replace function ai_tokens_internal.rename_ledger_token_type()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.ai_token_ledger l set token_type = new.token_type where l.token_type = old.token_type;
+  return null;
+end
+$$;
+revoke all on function ai_tokens_internal.rename_ledger_token_type() from public, anon, authenticated;
+create or replace trigger ai_token_types_rename_in_ledger
+  after update of token_type on public.ai_token_types
+  for each row when (new.token_type is distinct from old.token_type)
+  execute function ai_tokens_internal.rename_ledger_token_type();
 
 do $$
 begin

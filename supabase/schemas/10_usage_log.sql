@@ -75,27 +75,11 @@ drop policy if exists "Service role reads the usage rollup" on public.ai_token_u
 create policy "Service role reads the usage rollup"
   on public.ai_token_usage_daily for select to service_role using (true);
 
--- Add a row inserted into the log to the rollup (a row trigger: one spend pays for one
--- upsert, not for a transition table).
-create or replace function ai_tokens_internal.roll_up_usage_row()
-returns trigger
-language plpgsql
-security definer
-set search_path = ''
-as $$
-begin
-  insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
-  values (new.organization_id, (new.created_at at time zone 'UTC')::date, new.user_id, new.feature_used,
-          1, new.tokens_deducted)
-  on conflict on constraint ai_token_usage_daily_key
-  do update set uses = d.uses + 1, tokens = d.tokens + excluded.tokens;
-  return null;
-end
-$$;
-revoke all on function ai_tokens_internal.roll_up_usage_row() from public, anon, authenticated;
-
--- Take what a statement updated or deleted in the log into the rollup (a row updated
--- counts out with its old values and in with its new ones).
+-- Take what a statement inserted, updated or deleted in the log into the rollup (a row
+-- updated counts out with its old values and in with its new ones): one grouped upsert
+-- per statement, so a bulk load of a million rows costs one pass. deduct_tokens writes
+-- its own row's share in the statement that spends and sets tokens.rolled_up, which
+-- the insert trigger's WHEN reads, so a spend does not pay for a transition table.
 create or replace function ai_tokens_internal.roll_up_usage()
 returns trigger
 language plpgsql
@@ -103,7 +87,15 @@ security definer
 set search_path = ''
 as $$
 begin
-  if tg_op = 'DELETE' then
+  if tg_op = 'INSERT' then
+    insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
+    select a.organization_id, (a.created_at at time zone 'UTC')::date, a.user_id, a.feature_used,
+           count(*), sum(a.tokens_deducted)
+    from added a
+    group by 1, 2, 3, 4
+    on conflict on constraint ai_token_usage_daily_key
+    do update set uses = d.uses + excluded.uses, tokens = d.tokens + excluded.tokens;
+  elsif tg_op = 'DELETE' then
     insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
     select r.organization_id, (r.created_at at time zone 'UTC')::date, r.user_id, r.feature_used,
            -count(*), -sum(r.tokens_deducted)
@@ -140,7 +132,10 @@ begin
   lock table public.ai_token_usage_log in share row exclusive mode;
   create or replace trigger ai_token_usage_log_roll_up_insert
     after insert on public.ai_token_usage_log
-    for each row execute function ai_tokens_internal.roll_up_usage_row();
+    referencing new table as added
+    for each statement
+    when (coalesce(current_setting('tokens.rolled_up', true), '') <> 'on')
+    execute function ai_tokens_internal.roll_up_usage();
   create or replace trigger ai_token_usage_log_roll_up_update
     after update on public.ai_token_usage_log
     referencing old table as removed new table as added

@@ -82,16 +82,28 @@ declare
   ended timestamptz := now() - make_interval(secs => take_rate_slot.window_seconds);
   started timestamptz;
 begin
-  insert into public.ai_rate_limit_windows as w (user_id, organization_id, rate_limit_id, window_started_at, spends)
-  values (take_rate_slot.user_id, take_rate_slot.organization_id, take_rate_slot.rate_limit_id, now(), 1)
-  on conflict on constraint ai_rate_limit_windows_pkey do update
+  -- The common case first: the row exists. A full window matches nothing and locks
+  -- nothing; racing spends that both fit queue on the row and are counted one by one.
+  for attempt in 1..2 loop
+    update public.ai_rate_limit_windows w
     set window_started_at = case when w.window_started_at <= ended then now() else w.window_started_at end,
         spends = case when w.window_started_at <= ended then 1 else w.spends + 1 end
-    where w.window_started_at <= ended or w.spends < take_rate_slot.max_requests
-  returning w.window_started_at into started;
-  if found then
-    return null;
-  end if;
+    where w.user_id = take_rate_slot.user_id and w.organization_id = take_rate_slot.organization_id
+      and w.rate_limit_id = take_rate_slot.rate_limit_id
+      and (w.window_started_at <= ended or w.spends < take_rate_slot.max_requests);
+    if found then
+      return null;
+    end if;
+    exit when attempt = 2;
+    -- The user's first spend under this rule (or a full window: the insert does nothing,
+    -- and the update above runs once more in case a racing first spend made the row).
+    insert into public.ai_rate_limit_windows (user_id, organization_id, rate_limit_id, window_started_at, spends)
+    values (take_rate_slot.user_id, take_rate_slot.organization_id, take_rate_slot.rate_limit_id, now(), 1)
+    on conflict on constraint ai_rate_limit_windows_pkey do nothing;
+    if found then
+      return null;
+    end if;
+  end loop;
   select w.window_started_at into started from public.ai_rate_limit_windows w
   where w.user_id = take_rate_slot.user_id and w.organization_id = take_rate_slot.organization_id
     and w.rate_limit_id = take_rate_slot.rate_limit_id;

@@ -97,13 +97,12 @@ begin
     if caller_id is null then
       perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
     end if;
-    select count(*)::integer,
-           (array_agg(m.organization_id order by m.organization_id)
-              filter (where spend_context.organization_id is null or m.organization_id = spend_context.organization_id))[1],
-           (array_agg(m.role order by m.organization_id)
-              filter (where spend_context.organization_id is null or m.organization_id = spend_context.organization_id))[1]
-    into membership_count, org_id, caller_role
-    from ai_tokens_internal.memberships() m;
+    select m.organization_id, m.role, count(*) over ()::integer
+    into org_id, caller_role, membership_count
+    from ai_tokens_internal.memberships() m
+    where spend_context.organization_id is null or m.organization_id = spend_context.organization_id
+    order by m.organization_id
+    limit 1;
     if org_id is null then
       perform ai_tokens_internal.refuse(403, 'not_a_member',
         case when spend_context.organization_id is null
@@ -315,7 +314,8 @@ comment on function public.has_enough_tokens(text, uuid) is 'tokens-client: may 
 -- Hot path: spend_context (claims, membership, plan, price, mode and rate rule), the
 -- rate-limit count (one upsert of the user's window row), then one statement: the
 -- conditional UPDATE (balance - reserved >= cost, nothing due before settle_after)
--- with the usage-log insert; the UPDATE's trigger writes the journal row. The row lock
+-- with the usage-log insert and its share of the daily rollup; the UPDATE's trigger
+-- writes the journal row. The row lock
 -- is held only from that statement to the commit. When that UPDATE matches nothing,
 -- the row is opened (created on first use), locked and settled, and the decision is
 -- taken again under the lock. Spends the period allowance first, then purchased tokens.
@@ -436,7 +436,8 @@ begin
 
   -- The critical section: from this statement (which takes the row lock) to the commit.
   new_usage_id := gen_random_uuid();
-  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
+  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true),
+          set_config('tokens.rolled_up', 'on', true);
   with spent as (
     update public.ai_tokens t
     set balance = t.balance - cost,
@@ -455,9 +456,16 @@ begin
            deduct_tokens.request_id, deduct_tokens.quantity
     from spent s
     returning 1
+  ),
+  rolled_up as (
+    insert into public.ai_token_usage_daily as d (organization_id, day, user_id, feature, uses, tokens)
+    select spend.org_id, (now() at time zone 'UTC')::date, spend.caller_id, deduct_tokens.feature, 1, cost
+    from spent s
+    on conflict on constraint ai_token_usage_daily_key
+    do update set uses = d.uses + 1, tokens = d.tokens + excluded.tokens
   )
   select s.balance, s.purchased_balance into remaining, remaining_purchased from spent s;
-  perform set_config('tokens.change', '', true);
+  perform set_config('tokens.change', '', true), set_config('tokens.rolled_up', '', true);
 
   if remaining is not null then
     charged := cost;

@@ -110,8 +110,9 @@ insert into tests.intended_grants values
   ('ai_tokens_internal.enqueue_alert_webhooks()',                 true,  false, false, false),
   ('ai_tokens_internal.track_period_peak()',                      false, false, false, false),
   ('ai_tokens_internal.settle_by()',                              false, false, false, false),
-  -- The usage rollup's, SECURITY DEFINER so that the rollup follows whoever writes the log.
-  ('ai_tokens_internal.roll_up_usage_row()',                      true,  false, false, false),
+  -- The usage rollup's and the journal's rename, SECURITY DEFINER so that they follow
+  -- whoever writes the log or renames a token type.
+  ('ai_tokens_internal.rename_ledger_token_type()',               true,  false, false, false),
   ('ai_tokens_internal.roll_up_usage()',                          true,  false, false, false);
 
 -- tokens-client's functions: all of schema ai_tokens_internal, and the functions of

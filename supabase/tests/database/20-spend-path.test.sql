@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(21);
+select plan(23);
 
 -- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
@@ -67,6 +67,16 @@ select is((select settle_after from public.ai_tokens where organization_id = :'o
 select tests.authenticate_as_service_role();
 select is_empty(format('select * from public.verify_token_ledger(%L)', :'org_a'), 'the books balance');
 select tests.clear_authentication();
+
+-- The journal has no foreign key on token_type (a KEY SHARE lock on the shared row per
+-- spend); a token type renamed in the catalog is renamed in it by a trigger.
+update public.ai_token_types set token_type = 'goal_making' where token_type = 'goal_generation';
+select is((select count(*) from public.ai_token_ledger where token_type = 'goal_generation'), 0::bigint,
+  'a renamed token type is renamed in the journal');
+select tests.authenticate_as_service_role();
+select is_empty(format('select * from public.verify_token_ledger(%L)', :'org_a'), 'and the books still balance');
+select tests.clear_authentication();
+update public.ai_token_types set token_type = 'goal_generation' where token_type = 'goal_making';
 update public.ai_token_grants set expires_at = now() + interval '20 seconds' where organization_id = :'org_a';
 update public.ai_tokens set settle_after = refresh_date where organization_id = :'org_a' and token_type = 'goal_generation';
 select tests.authenticate_as_service_role();
