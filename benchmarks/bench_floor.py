@@ -21,7 +21,7 @@ noise from other work on the machine falls on both sides:
 
 The benchmark's rate limit is 1,000,000 requests per --rate-window seconds (default 1)
 for every bench organization: evaluated on every call, never refusing. The rate check
-counts the user's rows in the window, so its cost grows with window x rate.
+updates one row per user and rule, so its cost does not depend on window or rate.
 Everything it creates (schema bench, plan `bench`, its organizations, users, their rows,
 public.bench_noop) is removed at the end, also on Ctrl-C, and at the start of a run.
 """
@@ -543,13 +543,14 @@ class Bench:
             "select user_id, organization_id from bench.members where kind = 'spread' and n = 7"
         )[0]
         claims = json.dumps({"sub": str(user), "role": "authenticated"})
+        rules = "select id from public.ai_rate_limits where organization_id = %s"
+        rule = self.sql(rules, (org,))[0][0]
         journaled_update = (
-            "SELECT ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction',"
-            " 'usage_id', gen_random_uuid()));\n"
+            "SELECT set_config('tokens.change', '{\"kind\": \"deduction\"}', true);\n"
             "UPDATE public.ai_tokens t SET balance = t.balance - 3, updated_at = now()"
             f" WHERE t.organization_id = '{org}' AND t.token_type = 'goal_generation'"
-            " AND NOT ai_tokens_internal.settlement_due(t.organization_id, t.token_type,"
-            " t.refresh_date);\nSELECT ai_tokens_internal.journal_as(NULL);"
+            " AND t.balance - t.reserved >= 3 AND t.settle_after > now();\n"
+            "SELECT set_config('tokens.change', '', true);"
         )
         usage_insert = (
             "INSERT INTO public.ai_token_usage_log (organization_id, user_id, token_type,"
@@ -564,20 +565,17 @@ class Bench:
             ("empty transaction (subtracted)", ""),
             ("auth.uid()", "SELECT auth.uid();"),
             (
-                "open_spend (membership, enforcement mode)",
-                "SELECT * FROM ai_tokens_internal.open_spend('generate_goal', NULL, NULL);",
+                "spend_context (claims, membership, plan, price, mode, rate rule)",
+                "SELECT * FROM ai_tokens_internal.spend_context('generate_goal', NULL, NULL,"
+                " true);",
             ),
             (
-                "look_up_feature (plan, price)",
-                f"SELECT * FROM ai_tokens_internal.look_up_feature('generate_goal', '{org}');",
-            ),
-            (
-                "check_rate_limit (rule, lock, count)",
-                "SELECT * FROM ai_tokens_internal.check_rate_limit("
-                f"'{user}', '{org}', '{PLAN}', 'generate_goal');",
+                "take_rate_slot (the user's window row)",
+                f"SELECT ai_tokens_internal.take_rate_slot('{user}', '{org}', {rule}, 1000000,"
+                f" {self.args.rate_window});",
             ),
             ("update ai_tokens + journal trigger (ledger row)", journaled_update),
-            ("insert usage log row", usage_insert),
+            ("insert usage log row (+ rollup by its statement trigger)", usage_insert),
             ("floor: update bench.account + insert bench.journal", floor),
             ("deduct_tokens, whole", "SELECT public.deduct_tokens('generate_goal', NULL, NULL);"),
         ]
