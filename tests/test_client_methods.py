@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -187,3 +187,20 @@ def test_publishable_key_with_the_local_gateway(member: TestUser, stack_env: Sta
     assert client.deduct_tokens("ask_assistant").remaining_balance == 49
     admin = TokensAdmin(stack_env.url, status.secret_key)
     assert admin.stats(member.organization_id).total_used == 1
+
+
+def test_organizations_reads_past_postgrests_row_limit(admin: TokensAdmin, db: Database) -> None:
+    """PostgREST answers at most db-max-rows (1,000) per request: organizations() pages."""
+    prefix = f"Paged {uuid4().hex[:8]} "
+    db.execute(
+        "insert into public.organizations (name, plan) select %s || lpad(g::text, 4, '0'), 'pro'"
+        " from generate_series(1, 1001) g",
+        (prefix,),
+    )
+    try:
+        listed = [o.name for o in admin.organizations() if o.name.startswith(prefix)]
+        assert len(listed) == 1001
+        assert listed == sorted(listed)
+        assert [o.name for o in admin.organizations(name=prefix + "0007")] == [prefix + "0007"]
+    finally:
+        db.execute("delete from public.organizations where name like %s", (prefix + "%",))

@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from tokens_client._base import DEFAULT_RETRIES, BaseAdminCalls, require_secret_key
+from tokens_client._base import (
+    DEFAULT_RETRIES,
+    ORGANIZATION_PAGE,
+    BaseAdminCalls,
+    require_secret_key,
+)
 from tokens_client._client import (
     DEFAULT_TIMEOUT,
     AsyncExecutor,
@@ -110,7 +115,12 @@ class TokensAdmin(SyncExecutor, BaseAdminCalls):
     def organizations(self, *, name: str | None = None) -> list[Organization]:
         """Every organization by name; with ``name``, those so named (exact, any case),
         found by the server."""
-        return self._execute(self._organizations(name))
+        found: list[Organization] = []
+        while True:  # page by page: PostgREST answers at most db-max-rows at a time
+            page = self._execute(self._organizations(name, offset=len(found)))
+            found += page
+            if name is not None or len(page) < ORGANIZATION_PAGE:  # a name: a handful of rows
+                return found
 
     def add_member(
         self,
@@ -266,7 +276,12 @@ class AsyncTokensAdmin(AsyncExecutor, BaseAdminCalls):
 
     async def organizations(self, *, name: str | None = None) -> list[Organization]:
         """See :meth:`TokensAdmin.organizations`."""
-        return await self._execute(self._organizations(name))
+        found: list[Organization] = []
+        while True:
+            page = await self._execute(self._organizations(name, offset=len(found)))
+            found += page
+            if name is not None or len(page) < ORGANIZATION_PAGE:  # a name: a handful of rows
+                return found
 
     async def add_member(
         self,

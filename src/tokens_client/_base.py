@@ -51,6 +51,7 @@ from tokens_client._models import (
 T = TypeVar("T")
 
 MAX_USAGE_ROWS = 1000
+ORGANIZATION_PAGE = 1000  # the local stack's PostgREST db-max-rows, and Supabase's default
 MAX_QUANTITY = 1_000_000
 MAX_AMOUNT = 1_000_000_000
 DEFAULT_RETRIES = 2
@@ -407,14 +408,16 @@ class BaseAdminCalls(BaseTokensCalls):
             lambda data: Organization(**data[0]),
         )
 
-    def _organizations(self, name: str | None) -> Call[list[Organization]]:
+    def _organizations(self, name: str | None, offset: int = 0) -> Call[list[Organization]]:
+        """One page (ORGANIZATION_PAGE rows from ``offset``, by name then id): PostgREST
+        answers at most its db-max-rows, so the admin methods read page after page."""
         exact = name.casefold() if name is not None else None
 
         def build(supabase: Any) -> Any:
             query = supabase.table("organizations").select("*")
             if name is not None:  # the server narrows (index-friendly ilike), we check exactly
                 query = query.ilike("name", like_literal(name))
-            return query.order("name")
+            return query.order("name").order("id").range(offset, offset + ORGANIZATION_PAGE - 1)
 
         def parse(data: Any) -> list[Organization]:
             rows = _list_of(Organization)(data)
