@@ -2125,15 +2125,26 @@ begin
   from (select) as one
   left join public.ai_features f on f.feature = spend_context.feature
   left join lateral (
-    select l.id, l.max_requests, l.window_seconds
-    from public.ai_rate_limits l
-    where spend_context.with_rate_rule and not is_service
-      and (l.organization_id is null or l.organization_id = org_id)
-      and (l.plan is null or l.plan = org_plan)
-      and (l.feature is null or l.feature = spend_context.feature)
-    order by (l.organization_id is not null) desc, (l.feature is not null) desc, (l.plan is not null) desc
+    -- The organization's own rows, then the shared ones: two range scans of the scope
+    -- key's index, however many organizations have rows of their own.
+    select c.id, c.max_requests, c.window_seconds
+    from (
+      select l.id, l.max_requests, l.window_seconds, 1 as own, l.feature is not null as by_feature,
+             l.plan is not null as by_plan
+      from public.ai_rate_limits l
+      where l.organization_id = org_id
+        and (l.plan is null or l.plan = org_plan)
+        and (l.feature is null or l.feature = spend_context.feature)
+      union all
+      select l.id, l.max_requests, l.window_seconds, 0, l.feature is not null, l.plan is not null
+      from public.ai_rate_limits l
+      where l.organization_id is null
+        and (l.plan is null or l.plan = org_plan)
+        and (l.feature is null or l.feature = spend_context.feature)
+    ) c
+    order by c.own desc, c.by_feature desc, c.by_plan desc
     limit 1
-  ) r on true;
+  ) r on spend_context.with_rate_rule and not is_service;
 end
 $$;
 revoke all on function ai_tokens_internal.spend_context(text, uuid, text, boolean) from public, anon, authenticated;
