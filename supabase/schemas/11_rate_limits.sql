@@ -107,7 +107,10 @@ begin
   select w.window_started_at into started from public.ai_rate_limit_windows w
   where w.user_id = take_rate_slot.user_id and w.organization_id = take_rate_slot.organization_id
     and w.rate_limit_id = take_rate_slot.rate_limit_id;
-  return greatest(1, ceil(extract(epoch from started + make_interval(secs => take_rate_slot.window_seconds) - now())))::integer;
+  -- now() is when this transaction began: one that waited behind the spend that opened
+  -- the window may have begun a little before it, so the wait is capped at the window.
+  return least(take_rate_slot.window_seconds, greatest(1, ceil(extract(epoch from
+    started + make_interval(secs => take_rate_slot.window_seconds) - now()))))::integer;
 end
 $$;
 revoke all on function ai_tokens_internal.take_rate_slot(uuid, uuid, bigint, integer, integer) from public, anon, authenticated;
