@@ -333,6 +333,8 @@ begin
   end if;
 
   if charge > 0 then
+    -- The log's trigger rolls this row up (tokens.rolled_up is deduct_tokens' own mark).
+    perform set_config('tokens.rolled_up', '', true);
     insert into public.ai_token_usage_log
       (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, reservation_id)
     values
