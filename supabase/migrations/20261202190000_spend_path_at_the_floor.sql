@@ -251,10 +251,13 @@ create policy "Service role manages token balances"
 -- again from total_allocated when a new period starts (refresh, initialize_tokens); and
 -- keep settle_after no later than refresh_date, whoever writes it (a refresh moved by
 -- hand in the SQL editor is due at once). Spending changes none of these columns, so
--- the update trigger's condition keeps it off the spending path.
+-- the update trigger's condition keeps it off the spending path. SECURITY DEFINER: a
+-- BEFORE trigger runs before row-level security judges the row, so a refused insert
+-- must reach that judgement (it reads holds and grants the caller may not).
 create or replace function ai_tokens_internal.track_period_peak()
 returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $$
 begin
@@ -264,6 +267,11 @@ begin
     new.period_peak_allocation := greatest(old.period_peak_allocation, new.total_allocated);
   end if;
   new.settle_after := least(coalesce(new.settle_after, 'infinity'), coalesce(new.refresh_date, 'infinity'));
+  if tg_op = 'INSERT' then
+    -- Holds or grants may exist before the row does (a hold taken in off mode).
+    new.settle_after := least(new.settle_after,
+      ai_tokens_internal.next_settlement(new.organization_id, new.token_type, new.refresh_date));
+  end if;
   return new;
 end
 $$;
@@ -814,10 +822,19 @@ returns trigger
 language plpgsql
 set search_path = ''
 as $$
+declare
+  due timestamptz;
 begin
-  update public.ai_tokens t set settle_after = new.expires_at
+  -- Lock the row first (our spending functions hold it already): a settle_tokens racing
+  -- this writer then either ran before (and this compares with what it stored) or runs
+  -- after this transaction commits (and sees this expiry).
+  select t.settle_after into due from public.ai_tokens t
   where t.organization_id = new.organization_id and t.token_type = new.token_type
-    and t.settle_after > new.expires_at;
+  for update;
+  if due > new.expires_at then
+    update public.ai_tokens t set settle_after = new.expires_at
+    where t.organization_id = new.organization_id and t.token_type = new.token_type;
+  end if;
   return null;
 end
 $$;
@@ -1024,8 +1041,15 @@ begin
       failed := failed + 1;
     end;
   end loop;
-  -- Rate-limit windows that ended a day ago or more (the longest window is a day).
-  delete from public.ai_rate_limit_windows w where w.window_started_at < now() - interval '2 days';
+  -- Rate-limit windows that ended a day ago or more (the longest window is a day). A
+  -- spend locks its window row before its balance row, and this job holds the balance
+  -- rows it settled: rows a spend holds are skipped (never waited for), so the two
+  -- cannot deadlock.
+  delete from public.ai_rate_limit_windows w
+  where (w.user_id, w.organization_id, w.rate_limit_id) in (
+    select o.user_id, o.organization_id, o.rate_limit_id from public.ai_rate_limit_windows o
+    where o.window_started_at < now() - interval '2 days'
+    for update skip locked);
   return jsonb_build_object('settled', settled, 'failed', failed);
 end
 $$;
@@ -1768,6 +1792,20 @@ end
 $$;
 revoke all on function ai_tokens_internal.roll_up_usage() from public, anon, authenticated;
 
+-- A truncated log leaves an empty rollup.
+create or replace function ai_tokens_internal.clear_usage_rollup()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  delete from public.ai_token_usage_daily;
+  return null;
+end
+$$;
+revoke all on function ai_tokens_internal.clear_usage_rollup() from public, anon, authenticated;
+
 -- The triggers and, on a log from before the rollup, its first filling, in one
 -- transaction with writers of the log held off, so that no row is counted twice or missed.
 do $$
@@ -1787,6 +1825,9 @@ begin
     after delete on public.ai_token_usage_log
     referencing old table as removed
     for each statement execute function ai_tokens_internal.roll_up_usage();
+  create or replace trigger ai_token_usage_log_roll_up_truncate
+    after truncate on public.ai_token_usage_log
+    for each statement execute function ai_tokens_internal.clear_usage_rollup();
   if not exists (select 1 from public.ai_token_usage_daily) then
     insert into public.ai_token_usage_daily (organization_id, day, user_id, feature, uses, tokens)
     select l.organization_id, (l.created_at at time zone 'UTC')::date, l.user_id, l.feature_used,

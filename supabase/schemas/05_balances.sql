@@ -58,10 +58,13 @@ create policy "Service role manages token balances"
 -- again from total_allocated when a new period starts (refresh, initialize_tokens); and
 -- keep settle_after no later than refresh_date, whoever writes it (a refresh moved by
 -- hand in the SQL editor is due at once). Spending changes none of these columns, so
--- the update trigger's condition keeps it off the spending path.
+-- the update trigger's condition keeps it off the spending path. SECURITY DEFINER: a
+-- BEFORE trigger runs before row-level security judges the row, so a refused insert
+-- must reach that judgement (it reads holds and grants the caller may not).
 create or replace function ai_tokens_internal.track_period_peak()
 returns trigger
 language plpgsql
+security definer
 set search_path = ''
 as $$
 begin
@@ -71,6 +74,11 @@ begin
     new.period_peak_allocation := greatest(old.period_peak_allocation, new.total_allocated);
   end if;
   new.settle_after := least(coalesce(new.settle_after, 'infinity'), coalesce(new.refresh_date, 'infinity'));
+  if tg_op = 'INSERT' then
+    -- Holds or grants may exist before the row does (a hold taken in off mode).
+    new.settle_after := least(new.settle_after,
+      ai_tokens_internal.next_settlement(new.organization_id, new.token_type, new.refresh_date));
+  end if;
   return new;
 end
 $$;

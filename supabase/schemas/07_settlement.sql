@@ -87,10 +87,19 @@ returns trigger
 language plpgsql
 set search_path = ''
 as $$
+declare
+  due timestamptz;
 begin
-  update public.ai_tokens t set settle_after = new.expires_at
+  -- Lock the row first (our spending functions hold it already): a settle_tokens racing
+  -- this writer then either ran before (and this compares with what it stored) or runs
+  -- after this transaction commits (and sees this expiry).
+  select t.settle_after into due from public.ai_tokens t
   where t.organization_id = new.organization_id and t.token_type = new.token_type
-    and t.settle_after > new.expires_at;
+  for update;
+  if due > new.expires_at then
+    update public.ai_tokens t set settle_after = new.expires_at
+    where t.organization_id = new.organization_id and t.token_type = new.token_type;
+  end if;
   return null;
 end
 $$;
@@ -297,8 +306,15 @@ begin
       failed := failed + 1;
     end;
   end loop;
-  -- Rate-limit windows that ended a day ago or more (the longest window is a day).
-  delete from public.ai_rate_limit_windows w where w.window_started_at < now() - interval '2 days';
+  -- Rate-limit windows that ended a day ago or more (the longest window is a day). A
+  -- spend locks its window row before its balance row, and this job holds the balance
+  -- rows it settled: rows a spend holds are skipped (never waited for), so the two
+  -- cannot deadlock.
+  delete from public.ai_rate_limit_windows w
+  where (w.user_id, w.organization_id, w.rate_limit_id) in (
+    select o.user_id, o.organization_id, o.rate_limit_id from public.ai_rate_limit_windows o
+    where o.window_started_at < now() - interval '2 days'
+    for update skip locked);
   return jsonb_build_object('settled', settled, 'failed', failed);
 end
 $$;

@@ -125,6 +125,20 @@ end
 $$;
 revoke all on function ai_tokens_internal.roll_up_usage() from public, anon, authenticated;
 
+-- A truncated log leaves an empty rollup.
+create or replace function ai_tokens_internal.clear_usage_rollup()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  delete from public.ai_token_usage_daily;
+  return null;
+end
+$$;
+revoke all on function ai_tokens_internal.clear_usage_rollup() from public, anon, authenticated;
+
 -- The triggers and, on a log from before the rollup, its first filling, in one
 -- transaction with writers of the log held off, so that no row is counted twice or missed.
 do $$
@@ -144,6 +158,9 @@ begin
     after delete on public.ai_token_usage_log
     referencing old table as removed
     for each statement execute function ai_tokens_internal.roll_up_usage();
+  create or replace trigger ai_token_usage_log_roll_up_truncate
+    after truncate on public.ai_token_usage_log
+    for each statement execute function ai_tokens_internal.clear_usage_rollup();
   if not exists (select 1 from public.ai_token_usage_daily) then
     insert into public.ai_token_usage_daily (organization_id, day, user_id, feature, uses, tokens)
     select l.organization_id, (l.created_at at time zone 'UTC')::date, l.user_id, l.feature_used,

@@ -9,7 +9,7 @@ begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
 
-select plan(516);
+select plan(524);
 
 -- ------------------------------------------------------------------ helpers
 -- Callers and fixtures come from 000-setup-test-helpers; this file's own helpers are
@@ -108,12 +108,13 @@ insert into tests.intended_grants values
   ('ai_tokens_internal.journal_token_balance()',                  true,  false, false, false),
   ('ai_tokens_internal.notify_token_alert()',                     false, false, false, false),
   ('ai_tokens_internal.enqueue_alert_webhooks()',                 true,  false, false, false),
-  ('ai_tokens_internal.track_period_peak()',                      false, false, false, false),
+  ('ai_tokens_internal.track_period_peak()',                      true,  false, false, false),
   ('ai_tokens_internal.settle_by()',                              false, false, false, false),
   -- The usage rollup's and the journal's rename, SECURITY DEFINER so that they follow
   -- whoever writes the log or renames a token type.
   ('ai_tokens_internal.rename_ledger_token_type()',               true,  false, false, false),
-  ('ai_tokens_internal.roll_up_usage()',                          true,  false, false, false);
+  ('ai_tokens_internal.roll_up_usage()',                          true,  false, false, false),
+  ('ai_tokens_internal.clear_usage_rollup()',                     true,  false, false, false);
 
 -- tokens-client's functions: all of schema ai_tokens_internal, and the functions of
 -- public whose comment says 'tokens-client: ...' (the host app's own functions in public

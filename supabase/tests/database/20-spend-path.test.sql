@@ -6,7 +6,7 @@
 begin;
 create extension if not exists pgtap with schema extensions;
 set search_path = public, extensions;
-select plan(23);
+select plan(28);
 
 -- The tests.* helpers (fixtures, callers, tests.refusal) come from 000-setup-test-helpers.
 
@@ -145,6 +145,50 @@ select tests.authenticate_as_service_role();
 select ok((select count(*) > 0 from public.verify_token_ledger(:'org_a') where violation = 'usage_rollup_mismatch'),
   'verify_token_ledger reports a rollup that differs from the log');
 select tests.clear_authentication();
+
+-- A hold taken in off mode exists before its balance row: the row, opened later, is due
+-- at the hold's expiry.
+select tests.create_organization('Path B') as org_b \gset
+select tests.create_user('member B', :'org_b') as member_b \gset
+select tests.authenticate_as_service_role();
+select from public.set_enforcement_mode('off', :'org_b');
+select tests.authenticate_as(:'member_b');
+select public.reserve_tokens('generate_quest', 2, 120) as off_hold \gset
+select tests.authenticate_as_service_role();
+select from public.set_enforcement_mode('inherit', :'org_b');
+select tests.authenticate_as(:'member_b');
+select from public.deduct_tokens('generate_goal');
+select tests.clear_authentication();
+select is((select settle_after from public.ai_tokens where organization_id = :'org_b' and token_type = 'goal_generation'),
+          ((:'off_hold'::jsonb) ->> 'expires_at')::timestamptz,
+          'a row opened after a hold of its type is due at the hold''s expiry');
+
+-- The daily job removes rate-limit windows that ended days ago, and only those.
+insert into public.ai_rate_limit_windows values
+  (:'member_b', :'org_b', -1, now() - interval '3 days', 5), (:'member_b', :'org_b', -2, now() - interval '1 hour', 5);
+select tests.authenticate_as_service_role();
+select from public.refresh_due_tokens();
+select tests.clear_authentication();
+select results_eq(format('select rate_limit_id from public.ai_rate_limit_windows where user_id = %L and rate_limit_id < 0', :'member_b'),
+  $$values (-2::bigint)$$, 'refresh_due_tokens removes windows that ended days ago and keeps the others');
+
+-- spend_context reads the claims itself, once: it must name the caller as auth.uid()
+-- and ai_tokens_internal.is_service_role() do, for the RLS policies to agree with it.
+-- (Claims only: the API roles may not execute the internal function themselves.)
+select from set_config('request.jwt.claims', json_build_object('sub', :'member_b', 'role', 'authenticated')::text, true);
+select is((select s.caller_id = auth.uid() and not s.is_service and not ai_tokens_internal.is_service_role()
+                  and s.org_id = :'org_b'::uuid
+           from ai_tokens_internal.spend_context('generate_goal', null, null, false) s), true,
+  'a member: spend_context''s caller is auth.uid(), not the service role');
+select from set_config('request.jwt.claims', '{"role": "service_role"}', true);
+select is((select s.caller_id is null and s.is_service and ai_tokens_internal.is_service_role()
+           from ai_tokens_internal.spend_context('generate_goal', :'org_b', null, false) s), true,
+  'the service role: as is_service_role() says');
+select tests.clear_authentication();
+
+-- A truncated log leaves an empty rollup.
+truncate public.ai_token_usage_log cascade;
+select is((select count(*) from public.ai_token_usage_daily), 0::bigint, 'truncating the usage log empties the rollup');
 
 -- ---------------------------------------------------------------- the seams
 select is(
