@@ -41,9 +41,10 @@ class Counters:
 def prepare(admin: TokensAdmin, db: Database, organizations: int, per_org: int) -> list[UUID]:
     orgs = []
     for i in range(organizations):
-        org = admin.create_organization(f"faults-{int(time.time())}-{i}", "enterprise")
+        org = admin.create_organization(f"faults-{int(time.time())}-{i}", plan="enterprise")
         admin.initialize_tokens(org.id)
-        admin.set_rate_limit(1_000_000, 60, organization_id=org.id)  # load, not a person
+        # load, not a person
+        admin.set_rate_limit(max_requests=1_000_000, window_seconds=60, organization_id=org.id)
         db.execute(
             "update ai_tokens set balance = %s where organization_id = %s"
             " and token_type = 'general'",
