@@ -263,3 +263,91 @@ def test_every_migration_can_be_pasted_twice(stack_env: StackEnv) -> None:
         sys.path.pop(0)
     once = [STARTER, *sorted(MIGRATIONS.glob("*.sql"))]
     assert schema_tool.compare(once, once + once[1:]) == ""
+
+
+def test_an_install_with_data_upgrades_to_the_new_spend_path(stack_env: StackEnv) -> None:
+    """The first release with balances, a hold, an expiring grant and usage, then the next
+    migration: settle_after is computed from what is due, the rollup is filled from the
+    log, the default seams become PL/pgSQL, and the books still balance."""
+    import psycopg
+
+    sys.path.insert(0, str(SCHEMA_TOOL.parent))
+    try:
+        import schema_tool
+    finally:
+        sys.path.pop(0)
+    baseline, *later = sorted(MIGRATIONS.glob("*.sql"))
+    org, user = "00000000-0000-4000-a000-00000000c0de", "00000000-0000-4000-a000-00000000beef"
+    member = json.dumps({"sub": user, "role": "authenticated"})
+    with schema_tool.scratch_database("tokens_upgrade", [STARTER, baseline]) as url:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(
+                "insert into public.organizations (id, name, plan) values (%s, 'Old', 'pro')",
+                (org,),
+            )
+            db.execute(
+                "insert into auth.users (id, email) values (%s, 'old@upgrade.test')", (user,)
+            )
+            db.execute(
+                "insert into public.user_profiles (id, organization_id, full_name)"
+                " values (%s, %s, 'Old')",
+                (user, org),
+            )
+            with db.transaction():
+                db.execute(
+                    "select set_config('request.jwt.claims', '{\"role\": \"service_role\"}', true)"
+                )
+                db.execute(
+                    "select public.grant_tokens(%s, 'goal_generation', 5,"
+                    " now() + interval '1 hour')",
+                    (org,),
+                )
+            with db.transaction():
+                db.execute("select set_config('request.jwt.claims', %s, true)", (member,))
+                for _ in range(3):
+                    db.execute("select public.deduct_tokens('generate_goal')")
+                hold = db.execute(
+                    "select public.reserve_tokens('generate_quest', 2, 120)"
+                ).fetchone()
+            assert hold is not None
+            expires = datetime.fromisoformat(hold[0]["expires_at"])
+
+        for path in later:
+            schema_tool.apply(url, path)
+
+        with psycopg.connect(url, autocommit=True) as db:
+            settle_after = db.execute(
+                "select settle_after from public.ai_tokens where organization_id = %s"
+                " and token_type = 'goal_generation'",
+                (org,),
+            ).fetchone()
+            assert settle_after == (expires,)  # the hold expires before the grant and the refresh
+            rolled = db.execute(
+                "select feature, uses, tokens from public.ai_token_usage_daily"
+                " where organization_id = %s",
+                (org,),
+            ).fetchall()
+            assert rolled == [("generate_goal", 3, 9)]
+            languages = db.execute(
+                "select string_agg(p.proname || '=' || l.lanname, ',' order by p.proname)"
+                " from pg_proc p join pg_language l on l.oid = p.prolang"
+                " where p.pronamespace = 'ai_tokens_internal'::regnamespace"
+                " and p.proname in ('memberships', 'organization_exists', 'organization_plan')"
+            ).fetchone()
+            assert languages == (
+                "memberships=plpgsql,organization_exists=plpgsql,organization_plan=plpgsql",
+            )
+            with db.transaction():
+                db.execute("select set_config('request.jwt.claims', %s, true)", (member,))
+                spent = db.execute("select public.deduct_tokens('generate_goal')").fetchone()
+                assert spent is not None
+                assert spent[0]["success"] is True
+                report = db.execute(
+                    "select key, uses from public.get_usage_report(%s, 'feature', null)", (org,)
+                ).fetchall()
+                assert report == [("generate_goal", 4)]
+            with db.transaction():
+                db.execute(
+                    "select set_config('request.jwt.claims', '{\"role\": \"service_role\"}', true)"
+                )
+                assert db.execute("select * from public.verify_token_ledger()").fetchall() == []
