@@ -12,11 +12,14 @@ import pytest
 
 from tokens_client import (
     AlreadyRefunded,
+    BalanceCeiling,
     FeatureNotInPlan,
     IdempotencyConflict,
     InsufficientTokens,
     InvalidRequest,
     PermissionDenied,
+    RateLimited,
+    RefundLimitReached,
     ReservationNotActive,
     TokensAdmin,
 )
@@ -255,6 +258,9 @@ class TestBalanceCeiling:
         )
         assert refund.status_code == 409
         assert json.loads(refund.json()["details"])["reason"] == "balance_ceiling"
+        with pytest.raises(BalanceCeiling) as past_ceiling:
+            org_admin.client().refund_deduction(spent.usage_id)
+        assert past_ceiling.value.max_balance == ceiling
         # Plan changes, initialize_tokens and the refresh clamp to the ceiling.
         admin.set_organization_plan(pro_org, plan="enterprise")
         assert balance(db, pro_org, "goal_generation") == ceiling
@@ -444,6 +450,12 @@ class TestRefunds:
         )
         assert balance(db, pro_org, "general") == 50 - 2, "the refused refunds gave nothing back"
         last_usage = refused["usage_id"]
+        with pytest.raises(RefundLimitReached) as limited:
+            org_admin.client().refund_deduction(last_usage)
+        assert isinstance(limited.value, RateLimited)
+        assert limited.value.limit == limit
+        assert limited.value.refresh_date is not None
+        assert 1 <= limited.value.retry_after <= 32 * 24 * 3600
         assert rpc("refund_deduction", {"usage_id": last_usage}, as_service).status_code == 200
         # The next period starts counting again (time travel: the refunds were last month).
         db.execute(

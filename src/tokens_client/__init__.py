@@ -15,6 +15,7 @@ from tokens_client._client import AsyncTokens, AsyncTokensClient, Tokens, Tokens
 from tokens_client._config import Settings
 from tokens_client._errors import (
     AlreadyRefunded,
+    BalanceCeiling,
     ConfigurationError,
     Conflict,
     FeatureNotInPlan,
@@ -26,6 +27,7 @@ from tokens_client._errors import (
     OrganizationNotFound,
     PermissionDenied,
     RateLimited,
+    RefundLimitReached,
     ReservationNotActive,
     ServiceUnavailable,
     TokensError,
@@ -73,6 +75,7 @@ __all__ = [
     "AsyncTokens",
     "AsyncTokensAdmin",
     "AsyncTokensClient",
+    "BalanceCeiling",
     "ConfigurationError",
     "Conflict",
     "Deduction",
@@ -97,6 +100,7 @@ __all__ = [
     "RateLimited",
     "RefreshRun",
     "Refund",
+    "RefundLimitReached",
     "Refusal",
     "Reservation",
     "ReservationCommit",

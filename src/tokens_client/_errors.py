@@ -22,8 +22,10 @@ one of these classes and chains the original error. Nobody matches message text.
     ├── Conflict                  409
     │   ├── IdempotencyConflict   409 idempotency_conflict: request_id reused elsewhere
     │   ├── ReservationNotActive  409 reservation_not_active: hold already settled/expired
-    │   └── AlreadyRefunded       409 already_refunded
+    │   ├── AlreadyRefunded       409 already_refunded
+    │   └── BalanceCeiling        409 balance_ceiling: a refund would pass max_balance
     └── RateLimited               429 rate_limited (retry_after seconds)
+        └── RefundLimitReached    429 refund_limit_reached: an admin's refunds this period
 
 PermissionDenied also carries not_reservation_holder, admin_required and
 service_role_required; NotFound reservation_not_found, usage_not_found and
@@ -37,6 +39,8 @@ PostgREST's own text (``JWSError …``) stays in the chained ``__cause__``.
 from __future__ import annotations
 
 import json
+import math
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -195,6 +199,17 @@ class AlreadyRefunded(Conflict):
     default_reason = "already_refunded"
 
 
+class BalanceCeiling(Conflict):
+    """A refund would take the balance past the most a row may hold (``max_balance``)."""
+
+    default_reason = "balance_ceiling"
+
+    @property
+    def max_balance(self) -> int | None:
+        value = self.facts.get("max_balance")
+        return int(value) if value is not None else None
+
+
 class RateLimited(TokensError):
     """Too many deductions in the window; retry after ``retry_after`` seconds."""
 
@@ -204,6 +219,31 @@ class RateLimited(TokensError):
     @property
     def retry_after(self) -> int:
         return int(self.facts.get("retry_after_seconds", self.facts.get("retry_after", 1)))
+
+
+class RefundLimitReached(RateLimited):
+    """Owners and admins used the period's refunds for this token type (``limit``); the
+    service role may still refund, and the count starts again at ``refresh_date``."""
+
+    default_reason = "refund_limit_reached"
+
+    @property
+    def limit(self) -> int | None:
+        value = self.facts.get("limit")
+        return int(value) if value is not None else None
+
+    @property
+    def refresh_date(self) -> datetime | None:
+        value = self.facts.get("refresh_date")
+        return datetime.fromisoformat(str(value)) if value else None
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds until the next period, when refunds are counted again."""
+        when = self.refresh_date
+        if when is None:
+            return 1
+        return max(1, math.ceil((when - datetime.now(timezone.utc)).total_seconds()))
 
 
 SIGN_IN_MESSAGE = "Sign in to use AI features"
@@ -221,7 +261,9 @@ _BY_REASON: dict[str, type[TokensError]] = {
         IdempotencyConflict,
         ReservationNotActive,
         AlreadyRefunded,
+        BalanceCeiling,
         RateLimited,
+        RefundLimitReached,
     )
 }
 # The host's plan is not a row of ai_plans: for the caller, the feature is not in their plan.
