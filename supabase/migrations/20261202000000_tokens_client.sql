@@ -642,10 +642,10 @@ revoke all on function ai_tokens_internal.plan_allocation(text, text) from publi
 grant execute on function ai_tokens_internal.plan_allocation(text, text) to service_role;
 
 -- The feature's price and whether the organization's plan offers it. Refuses a missing
--- (400) or unknown (404) feature; leaves "not in plan" to the caller
--- (not_in_plan_refusal tells an unknown plan apart, off the hot path).
+-- (400) or unknown (404) feature; leaves "not in plan" to the caller (plan_known is
+-- false when the host's plan is not a row of ai_plans).
 create or replace function ai_tokens_internal.look_up_feature(feature text, organization_id uuid)
-returns table (token_type text, cost integer, plan text, in_plan boolean)
+returns table (token_type text, cost integer, plan text, in_plan boolean, plan_known boolean)
 language plpgsql
 stable
 set search_path = ''
@@ -668,7 +668,8 @@ begin
   organization_plan := ai_tokens_internal.organization_plan(look_up_feature.organization_id);
   return query select found_type, found_cost, organization_plan,
     exists (select 1 from public.ai_plan_allocations a
-            where a.plan = organization_plan and a.token_type = found_type);
+            where a.plan = organization_plan and a.token_type = found_type),
+    exists (select 1 from public.ai_plans p where p.plan = organization_plan);
 end
 $$;
 revoke all on function ai_tokens_internal.look_up_feature(text, uuid) from public, anon, authenticated;
