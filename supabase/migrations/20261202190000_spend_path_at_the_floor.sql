@@ -1,8 +1,9 @@
 -- tokens-client: the spend path at the database's floor (issue 11).
 --
 -- deduct_tokens, reserve_tokens and has_enough_tokens open with one function
--- (spend_context: the claims read once, the memberships seam called once, one query for
--- price, plan, mode and rate rule); rate limits count in one row per user and rule
+-- (spend_context: resolve_organization calls the memberships seam once, then one query
+-- finds price, plan, mode and rate rule); journal_as, is_service_role and the default
+-- seams become PL/pgSQL (a SQL function with SET is planned on every call); rate limits count in one row per user and rule
 -- (ai_rate_limit_windows) instead of scanning the usage log under an advisory lock;
 -- what is due for settlement is a column of the row (ai_tokens.settle_after) instead of
 -- two subqueries; the journal trigger tests alert lines in plain code; the usage report
@@ -10,6 +11,184 @@
 -- The files of supabase/schemas/ this changes, in order, then what is gone. Safe to run
 -- twice; existing rows get settle_after and the rollup on the way.
 set check_function_bodies = off;
+
+-- ============================================================ 00_internal.sql
+-- tokens-client · 00 internal: our own schema and the helpers every capability uses.
+--
+-- Everything tokens-client creates is named ai_* (tables, types) or lives in schema
+-- ai_tokens_internal (helpers, never exposed by PostgREST, which serves public and
+-- graphql_public). We never create, alter, grant on or add policies to a table we do
+-- not own, and never change default privileges. Each function revokes EXECUTE from
+-- PUBLIC (the global default grants it) and grants exactly the roles that call it.
+--
+-- Every file in supabase/schemas/ can run twice (the SQL editor, a re-deployed
+-- migration): if not exists, create or replace, drop policy if exists.
+-- Function bodies name tables of later files, so they are checked when first called.
+set check_function_bodies = off;
+
+-- Before anything is created: refuse to install over objects of the same names that are
+-- not ours (a host function called deduct_tokens, or the guide's own migration 004
+-- tables). Nothing is changed when this refuses.
+do $$
+declare
+  clash text;
+begin
+  select string_agg(p.oid::regprocedure::text, ', ') into clash
+  from pg_catalog.pg_proc p
+  where p.pronamespace = 'public'::regnamespace
+    and p.proname in ('initialize_tokens', 'has_enough_tokens', 'deduct_tokens', 'get_token_stats',
+                      'verify_token_ledger', 'refresh_due_tokens', 'grant_tokens', 'reserve_tokens',
+                      'commit_reservation', 'release_reservation', 'set_rate_limit', 'refund_deduction',
+                      'set_organization_plan', 'get_usage_report', 'set_enforcement_mode',
+                      'set_webhook_endpoint', 'delete_webhook_endpoint', 'claim_webhook_deliveries',
+                      'complete_webhook_delivery', 'apply_subscription_event', 'ai_tokens_check_request')
+    and coalesce(pg_catalog.obj_description(p.oid, 'pg_proc'), '') not like 'tokens-client:%';
+  if clash is not null then
+    raise exception 'tokens-client: functions of the same names exist in public and are not ours: %', clash
+      using hint = 'Rename or drop them, then run this again. Nothing was changed.';
+  end if;
+  if (to_regclass('public.ai_tokens') is not null and not exists (
+        select 1 from pg_catalog.pg_attribute a
+        where a.attrelid = to_regclass('public.ai_tokens') and a.attname = 'period_started_at'))
+     or (to_regclass('public.ai_token_usage_log') is not null and not exists (
+        select 1 from pg_catalog.pg_attribute a
+        where a.attrelid = to_regclass('public.ai_token_usage_log') and a.attname = 'refunded_at')) then
+    raise exception 'tokens-client: public.ai_tokens or public.ai_token_usage_log exist but were not created by tokens-client (the guide''s migration 004?)'
+      using hint = 'Rename them aside (alter table public.ai_tokens rename to ai_tokens_guide; the same for ai_token_usage_log), run this again, then copy the balances over (README: "Coming from the guide''s migration 004"). Nothing was changed.';
+  end if;
+end
+$$;
+
+create schema if not exists ai_tokens_internal;
+comment on schema ai_tokens_internal is 'tokens-client internal helpers; not exposed by PostgREST.';
+revoke all on schema ai_tokens_internal from public;
+-- Row-level security policies and security-invoker functions call helpers as the
+-- querying role, so the API roles may use the schema (each function grants EXECUTE).
+grant usage on schema ai_tokens_internal to authenticated, service_role;
+
+-- Raise a refusal the way the API reports it: errcode PTxyz makes PostgREST answer HTTP
+-- xyz; detail is JSON with a stable machine-readable "reason" plus the facts. The
+-- message is fixed text: PostgREST puts it in the HTTP status line, so it never
+-- carries what a caller sent (that goes into the facts).
+create or replace function ai_tokens_internal.refuse(
+  http_status integer, reason text, message text, facts jsonb default '{}'
+)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  raise exception using
+    errcode = 'PT' || http_status::text,
+    message = message,
+    detail = (jsonb_build_object('reason', reason) || coalesce(facts, '{}'::jsonb))::text;
+end
+$$;
+revoke all on function ai_tokens_internal.refuse(integer, text, text, jsonb) from public, anon;
+grant execute on function ai_tokens_internal.refuse(integer, text, text, jsonb) to authenticated, service_role;
+
+-- Is the current request made with the service role (its API key, or a direct SQL
+-- session as a privileged role: the SQL editor, a migration, pg_cron)?
+create or replace function ai_tokens_internal.is_service_role()
+returns boolean
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  -- auth.role(), read once (PL/pgSQL: a SQL function with SET is planned on every call,
+  -- and every spend asks).
+  claimed_role text := coalesce((select auth.role()), '');
+begin
+  return claimed_role = 'service_role' or (claimed_role = '' and session_user in ('postgres', 'supabase_admin'));
+end
+$$;
+revoke all on function ai_tokens_internal.is_service_role() from public, anon;
+grant execute on function ai_tokens_internal.is_service_role() to authenticated, service_role;
+
+-- Refuse unless the caller is the service role (the admin API). function_name is our
+-- own constant, never caller input.
+create or replace function ai_tokens_internal.require_service_role(function_name text)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if not ai_tokens_internal.is_service_role() then
+    perform ai_tokens_internal.refuse(403, 'service_role_required',
+      format('%s requires the service role', function_name), jsonb_build_object('function', function_name));
+  end if;
+end
+$$;
+revoke all on function ai_tokens_internal.require_service_role(text) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.require_service_role(text) to service_role;
+
+-- Refuse a missing argument (400 invalid_request, the field named; field is our constant).
+create or replace function ai_tokens_internal.require_argument(present boolean, field text)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+  if not coalesce(present, false) then
+    perform ai_tokens_internal.refuse(400, 'invalid_request', format('%s is required', field),
+      jsonb_build_object('field', field));
+  end if;
+end
+$$;
+revoke all on function ai_tokens_internal.require_argument(boolean, text) from public, anon;
+grant execute on function ai_tokens_internal.require_argument(boolean, text) to authenticated, service_role;
+
+-- The most tokens one ai_tokens row may hold (balance; the ai_tokens_balance_within_ceiling
+-- constraint holds the same number). With plan allocations capped at the same number,
+-- allocation + purchased tokens never pass 2^31 - 1, so every sum fits an integer and
+-- a refresh, plan change or initialize_tokens clamps to the ceiling instead of failing:
+-- no organization can be wedged by an overflow. Grants and refunds that would pass it
+-- are refused up front (400 invalid_amount / 409 balance_ceiling).
+create or replace function ai_tokens_internal.balance_ceiling()
+returns integer
+language sql
+immutable
+set search_path = ''
+as $$
+  select 1000000000
+$$;
+revoke all on function ai_tokens_internal.balance_ceiling() from public, anon, authenticated;
+grant execute on function ai_tokens_internal.balance_ceiling() to service_role;
+
+-- A transaction-level advisory lock in tokens-client's own key space: one namespace
+-- per kind of thing serialised (a request id, an external id, a user's rate window).
+create or replace function ai_tokens_internal.lock(namespace text, key text)
+returns void
+language sql
+volatile
+set search_path = ''
+as $$
+  select pg_advisory_xact_lock(hashtextextended('ai_tokens/' || lock.namespace || '/' || lock.key, 0))
+$$;
+revoke all on function ai_tokens_internal.lock(text, text) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.lock(text, text) to service_role;
+
+-- Name the next balance movements for the journal (see 06_ledger.sql): kind, usage_id,
+-- grant_id, reservation_id, external_id, reason. null clears it, so that a later write
+-- in the same transaction is not mislabelled.
+create or replace function ai_tokens_internal.journal_as(change jsonb)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+  -- PL/pgSQL, not SQL: a SQL function with SET is planned on every call, and every
+  -- spend calls this twice.
+  perform set_config('tokens.change', coalesce(journal_as.change::text, ''), true);
+end
+$$;
+revoke all on function ai_tokens_internal.journal_as(jsonb) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.journal_as(jsonb) to service_role;
 
 -- ============================================================ 01_seams.sql
 -- tokens-client · 01 seams: the ONLY place that reads or writes the host app.
@@ -189,6 +368,138 @@ end
 $seam$;
 revoke all on function ai_tokens_internal.user_display_name(uuid) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.user_display_name(uuid) to service_role;
+
+-- ============================================================ 02_tenancy.sql
+-- tokens-client · 02 tenancy: which organization a request acts on, and as what.
+--
+-- Built on the seams (01_seams.sql) only. An organization id sent by a client is a claim
+-- to check against the caller's memberships, never a fact to trust.
+set check_function_bodies = off;
+
+-- The caller's role in an organization (owner/admin/member), or null.
+create or replace function ai_tokens_internal.membership_role(organization_id uuid)
+returns text
+language sql
+stable
+set search_path = ''
+as $$
+  select m.role from ai_tokens_internal.memberships() m
+  where m.organization_id = membership_role.organization_id
+  limit 1
+$$;
+revoke all on function ai_tokens_internal.membership_role(uuid) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.membership_role(uuid) to service_role;
+
+-- Refuse an organization id the host does not have (404); null passes (callers that
+-- need one say so with their own 400).
+create or replace function ai_tokens_internal.require_organization(organization_id uuid)
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+  if require_organization.organization_id is not null
+     and not ai_tokens_internal.organization_exists(require_organization.organization_id) then
+    perform ai_tokens_internal.refuse(404, 'organization_not_found',
+      format('Organization (id=%s) not found', require_organization.organization_id),
+      jsonb_build_object('organization_id', require_organization.organization_id));
+  end if;
+end
+$$;
+revoke all on function ai_tokens_internal.require_organization(uuid) from public, anon, authenticated;
+grant execute on function ai_tokens_internal.require_organization(uuid) to service_role;
+
+-- The organization a request acts on. A member may omit organization_id (their own
+-- organization is used; with several, they must name one); a given organization_id is
+-- checked against the caller's memberships. The service role must name an existing
+-- organization. Returns (organization_id, role); role is 'service_role' for it.
+create or replace function ai_tokens_internal.resolve_organization(requested_organization_id uuid)
+returns table (organization_id uuid, role text)
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  found_organization uuid;
+  found_role text;
+  membership_count integer;
+begin
+  if ai_tokens_internal.is_service_role() then
+    if requested_organization_id is null then
+      perform ai_tokens_internal.refuse(400, 'invalid_request', 'organization_id is required for the service role',
+        jsonb_build_object('field', 'organization_id'));
+    end if;
+    perform ai_tokens_internal.require_organization(requested_organization_id);
+    return query select requested_organization_id, 'service_role'::text;
+    return;
+  end if;
+
+  if (select auth.uid()) is null then
+    perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
+  end if;
+
+  -- One call of the seam: the first matching membership, and how many there are.
+  select m.organization_id, m.role, count(*) over ()::integer
+  into found_organization, found_role, membership_count
+  from ai_tokens_internal.memberships() m
+  where requested_organization_id is null or m.organization_id = requested_organization_id
+  order by m.organization_id
+  limit 1;
+
+  if found_organization is null then
+    perform ai_tokens_internal.refuse(403, 'not_a_member',
+      case when requested_organization_id is null
+        then 'You are not a member of any organization'
+        else 'You are not a member of this organization' end,
+      jsonb_build_object('organization_id', requested_organization_id));
+  end if;
+  if requested_organization_id is null and membership_count > 1 then
+    perform ai_tokens_internal.refuse(400, 'invalid_request',
+      'organization_id is required: you belong to several organizations',
+      jsonb_build_object('field', 'organization_id'));
+  end if;
+  return query select found_organization, found_role;
+end
+$$;
+revoke all on function ai_tokens_internal.resolve_organization(uuid) from public, anon;
+grant execute on function ai_tokens_internal.resolve_organization(uuid) to authenticated, service_role;
+
+-- PostgREST's db-pre-request hook: runs before every API request, as the request's
+-- role, and refuses (401 invalid_jwt) a JWT that Supabase Auth would never sign: one
+-- without a numeric `exp` (PostgREST accepts it forever; the Edge Functions refuse it)
+-- or whose `sub` is not a uuid (auth.uid() would fail with 22P02 in every policy and
+-- function). A request without a JWT passes (PostgREST then acts as anon). In public,
+-- security invoker, because anon runs it too and has no privilege on our schema. The
+-- local stack configures it; on a hosted project run once, as postgres:
+--   alter role authenticator set pgrst.db_pre_request = 'public.ai_tokens_check_request';
+--   notify pgrst, 'reload config';
+create or replace function public.ai_tokens_check_request()
+returns void
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+  claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+begin
+  if claims is null or claims - 'role' = '{}'::jsonb then
+    return;
+  end if;
+  if jsonb_typeof(claims -> 'exp') is distinct from 'number' then
+    raise exception using errcode = 'PT401', message = 'JWT has no expiry',
+      detail = jsonb_build_object('reason', 'invalid_jwt', 'claim', 'exp')::text;
+  end if;
+  if claims ? 'sub' and coalesce(claims ->> 'sub', '')
+       !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    raise exception using errcode = 'PT401', message = 'JWT subject is not a user id',
+      detail = jsonb_build_object('reason', 'invalid_jwt', 'claim', 'sub')::text;
+  end if;
+end
+$$;
+revoke all on function public.ai_tokens_check_request() from public;
+grant execute on function public.ai_tokens_check_request() to anon, authenticated, service_role;
+comment on function public.ai_tokens_check_request() is 'tokens-client: PostgREST db-pre-request: refuse a JWT without exp or with a sub that is not a uuid';
 
 -- ============================================================ 05_balances.sql
 -- tokens-client · 05 balances: ai_tokens, one row per organization and token type.
@@ -2090,8 +2401,8 @@ $$;
 revoke all on function ai_tokens_internal.refusal_response(jsonb, uuid, text, jsonb) from public, anon, authenticated;
 
 -- The opening of every spend (deduct_tokens, reserve_tokens, has_enough_tokens), in
--- few statements: the JWT claims read once; the organization the caller may act on
--- (the memberships seam, called once); the organization's plan (the organization_plan
+-- few statements: the organization the caller may act on (resolve_organization: the
+-- memberships seam called once); the organization's plan (the organization_plan
 -- seam); then one query for the feature's type and cost, whether the plan offers it,
 -- the enforcement mode and, for a user's spend, the rate-limit rule that applies (the
 -- most specific row: organization, feature+plan, feature, plan, default). Raises on bad
@@ -2108,53 +2419,16 @@ language plpgsql
 stable
 set search_path = ''
 as $$
-declare
-  claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
-  claimed_role text := coalesce(nullif(current_setting('request.jwt.claim.role', true), ''), claims ->> 'role', '');
-  membership_count integer;
 begin
   if spend_context.request_id is not null
      and (length(spend_context.request_id) = 0 or length(spend_context.request_id) > 200) then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
       jsonb_build_object('field', 'request_id'));
   end if;
-  caller_id := coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''), claims ->> 'sub')::uuid;
-  -- ai_tokens_internal.is_service_role(), from the claims read above.
-  is_service := claimed_role = 'service_role'
-                or (claimed_role = '' and session_user in ('postgres', 'supabase_admin'));
-
-  if is_service then
-    if spend_context.organization_id is null then
-      perform ai_tokens_internal.refuse(400, 'invalid_request', 'organization_id is required for the service role',
-        jsonb_build_object('field', 'organization_id'));
-    end if;
-    perform ai_tokens_internal.require_organization(spend_context.organization_id);
-    org_id := spend_context.organization_id;
-    caller_role := 'service_role';
-  else
-    -- ai_tokens_internal.resolve_organization(), with one call of the seam.
-    if caller_id is null then
-      perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
-    end if;
-    select m.organization_id, m.role, count(*) over ()::integer
-    into org_id, caller_role, membership_count
-    from ai_tokens_internal.memberships() m
-    where spend_context.organization_id is null or m.organization_id = spend_context.organization_id
-    order by m.organization_id
-    limit 1;
-    if org_id is null then
-      perform ai_tokens_internal.refuse(403, 'not_a_member',
-        case when spend_context.organization_id is null
-          then 'You are not a member of any organization'
-          else 'You are not a member of this organization' end,
-        jsonb_build_object('organization_id', spend_context.organization_id));
-    end if;
-    if spend_context.organization_id is null and membership_count > 1 then
-      perform ai_tokens_internal.refuse(400, 'invalid_request',
-        'organization_id is required: you belong to several organizations',
-        jsonb_build_object('field', 'organization_id'));
-    end if;
-  end if;
+  select r.organization_id, r.role into org_id, caller_role
+  from ai_tokens_internal.resolve_organization(spend_context.organization_id) r;
+  is_service := caller_role = 'service_role';
+  caller_id := (select auth.uid());
   if spend_context.feature is null or length(btrim(spend_context.feature)) = 0 then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'feature is required',
       jsonb_build_object('field', 'feature'));
@@ -2486,7 +2760,7 @@ begin
 
   -- The critical section: from this statement (which takes the row lock) to the commit.
   new_usage_id := gen_random_uuid();
-  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true),
+  perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)),
           set_config('tokens.rolled_up', 'on', true);
   with spent as (
     update public.ai_tokens t
@@ -2515,7 +2789,7 @@ begin
     do update set uses = d.uses + 1, tokens = d.tokens + excluded.tokens
   )
   select s.balance, s.purchased_balance into remaining, remaining_purchased from spent s;
-  perform set_config('tokens.change', '', true), set_config('tokens.rolled_up', '', true);
+  perform ai_tokens_internal.journal_as(null), set_config('tokens.rolled_up', '', true);
 
   if remaining is not null then
     charged := cost;
@@ -2541,14 +2815,14 @@ begin
     remaining := coalesce(account.balance, 0);
     remaining_purchased := coalesce(account.purchased_balance, 0);
     if charged > 0 then
-      perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
+      perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id));
       update public.ai_tokens t
       set balance = t.balance - charged,
           purchased_balance = least(t.purchased_balance, t.balance - charged),
           updated_at = now()
       where t.id = account.id
       returning t.balance, t.purchased_balance into remaining, remaining_purchased;
-      perform set_config('tokens.change', '', true);
+      perform ai_tokens_internal.journal_as(null);
       insert into public.ai_token_usage_log
         (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id, quantity)
       values

@@ -77,12 +77,17 @@ grant execute on function ai_tokens_internal.refuse(integer, text, text, jsonb) 
 -- session as a privileged role: the SQL editor, a migration, pg_cron)?
 create or replace function ai_tokens_internal.is_service_role()
 returns boolean
-language sql
+language plpgsql
 stable
 set search_path = ''
 as $$
-  select coalesce((select auth.role()), '') = 'service_role'
-      or (coalesce((select auth.role()), '') = '' and session_user in ('postgres', 'supabase_admin'))
+declare
+  -- auth.role(), read once (PL/pgSQL: a SQL function with SET is planned on every call,
+  -- and every spend asks).
+  claimed_role text := coalesce((select auth.role()), '');
+begin
+  return claimed_role = 'service_role' or (claimed_role = '' and session_user in ('postgres', 'supabase_admin'));
+end
 $$;
 revoke all on function ai_tokens_internal.is_service_role() from public, anon;
 grant execute on function ai_tokens_internal.is_service_role() to authenticated, service_role;
@@ -157,11 +162,15 @@ grant execute on function ai_tokens_internal.lock(text, text) to service_role;
 -- in the same transaction is not mislabelled.
 create or replace function ai_tokens_internal.journal_as(change jsonb)
 returns void
-language sql
+language plpgsql
 volatile
 set search_path = ''
 as $$
-  select set_config('tokens.change', coalesce(journal_as.change::text, ''), true)
+begin
+  -- PL/pgSQL, not SQL: a SQL function with SET is planned on every call, and every
+  -- spend calls this twice.
+  perform set_config('tokens.change', coalesce(journal_as.change::text, ''), true);
+end
 $$;
 revoke all on function ai_tokens_internal.journal_as(jsonb) from public, anon, authenticated;
 grant execute on function ai_tokens_internal.journal_as(jsonb) to service_role;

@@ -67,13 +67,13 @@ begin
     perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
   end if;
 
-  select count(*)::integer,
-         (array_agg(m.organization_id order by m.organization_id)
-            filter (where requested_organization_id is null or m.organization_id = requested_organization_id))[1],
-         (array_agg(m.role order by m.organization_id)
-            filter (where requested_organization_id is null or m.organization_id = requested_organization_id))[1]
-  into membership_count, found_organization, found_role
-  from ai_tokens_internal.memberships() m;
+  -- One call of the seam: the first matching membership, and how many there are.
+  select m.organization_id, m.role, count(*) over ()::integer
+  into found_organization, found_role, membership_count
+  from ai_tokens_internal.memberships() m
+  where requested_organization_id is null or m.organization_id = requested_organization_id
+  order by m.organization_id
+  limit 1;
 
   if found_organization is null then
     perform ai_tokens_internal.refuse(403, 'not_a_member',

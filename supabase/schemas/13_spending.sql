@@ -51,8 +51,8 @@ $$;
 revoke all on function ai_tokens_internal.refusal_response(jsonb, uuid, text, jsonb) from public, anon, authenticated;
 
 -- The opening of every spend (deduct_tokens, reserve_tokens, has_enough_tokens), in
--- few statements: the JWT claims read once; the organization the caller may act on
--- (the memberships seam, called once); the organization's plan (the organization_plan
+-- few statements: the organization the caller may act on (resolve_organization: the
+-- memberships seam called once); the organization's plan (the organization_plan
 -- seam); then one query for the feature's type and cost, whether the plan offers it,
 -- the enforcement mode and, for a user's spend, the rate-limit rule that applies (the
 -- most specific row: organization, feature+plan, feature, plan, default). Raises on bad
@@ -69,53 +69,16 @@ language plpgsql
 stable
 set search_path = ''
 as $$
-declare
-  claims jsonb := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
-  claimed_role text := coalesce(nullif(current_setting('request.jwt.claim.role', true), ''), claims ->> 'role', '');
-  membership_count integer;
 begin
   if spend_context.request_id is not null
      and (length(spend_context.request_id) = 0 or length(spend_context.request_id) > 200) then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'request_id must be 1 to 200 characters',
       jsonb_build_object('field', 'request_id'));
   end if;
-  caller_id := coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''), claims ->> 'sub')::uuid;
-  -- ai_tokens_internal.is_service_role(), from the claims read above.
-  is_service := claimed_role = 'service_role'
-                or (claimed_role = '' and session_user in ('postgres', 'supabase_admin'));
-
-  if is_service then
-    if spend_context.organization_id is null then
-      perform ai_tokens_internal.refuse(400, 'invalid_request', 'organization_id is required for the service role',
-        jsonb_build_object('field', 'organization_id'));
-    end if;
-    perform ai_tokens_internal.require_organization(spend_context.organization_id);
-    org_id := spend_context.organization_id;
-    caller_role := 'service_role';
-  else
-    -- ai_tokens_internal.resolve_organization(), with one call of the seam.
-    if caller_id is null then
-      perform ai_tokens_internal.refuse(401, 'unauthenticated', 'Sign in to use AI features');
-    end if;
-    select m.organization_id, m.role, count(*) over ()::integer
-    into org_id, caller_role, membership_count
-    from ai_tokens_internal.memberships() m
-    where spend_context.organization_id is null or m.organization_id = spend_context.organization_id
-    order by m.organization_id
-    limit 1;
-    if org_id is null then
-      perform ai_tokens_internal.refuse(403, 'not_a_member',
-        case when spend_context.organization_id is null
-          then 'You are not a member of any organization'
-          else 'You are not a member of this organization' end,
-        jsonb_build_object('organization_id', spend_context.organization_id));
-    end if;
-    if spend_context.organization_id is null and membership_count > 1 then
-      perform ai_tokens_internal.refuse(400, 'invalid_request',
-        'organization_id is required: you belong to several organizations',
-        jsonb_build_object('field', 'organization_id'));
-    end if;
-  end if;
+  select r.organization_id, r.role into org_id, caller_role
+  from ai_tokens_internal.resolve_organization(spend_context.organization_id) r;
+  is_service := caller_role = 'service_role';
+  caller_id := (select auth.uid());
   if spend_context.feature is null or length(btrim(spend_context.feature)) = 0 then
     perform ai_tokens_internal.refuse(400, 'invalid_request', 'feature is required',
       jsonb_build_object('field', 'feature'));
@@ -447,7 +410,7 @@ begin
 
   -- The critical section: from this statement (which takes the row lock) to the commit.
   new_usage_id := gen_random_uuid();
-  perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true),
+  perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)),
           set_config('tokens.rolled_up', 'on', true);
   with spent as (
     update public.ai_tokens t
@@ -476,7 +439,7 @@ begin
     do update set uses = d.uses + 1, tokens = d.tokens + excluded.tokens
   )
   select s.balance, s.purchased_balance into remaining, remaining_purchased from spent s;
-  perform set_config('tokens.change', '', true), set_config('tokens.rolled_up', '', true);
+  perform ai_tokens_internal.journal_as(null), set_config('tokens.rolled_up', '', true);
 
   if remaining is not null then
     charged := cost;
@@ -502,14 +465,14 @@ begin
     remaining := coalesce(account.balance, 0);
     remaining_purchased := coalesce(account.purchased_balance, 0);
     if charged > 0 then
-      perform set_config('tokens.change', jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id)::text, true);
+      perform ai_tokens_internal.journal_as(jsonb_build_object('kind', 'deduction', 'usage_id', new_usage_id));
       update public.ai_tokens t
       set balance = t.balance - charged,
           purchased_balance = least(t.purchased_balance, t.balance - charged),
           updated_at = now()
       where t.id = account.id
       returning t.balance, t.purchased_balance into remaining, remaining_purchased;
-      perform set_config('tokens.change', '', true);
+      perform ai_tokens_internal.journal_as(null);
       insert into public.ai_token_usage_log
         (id, organization_id, user_id, token_type, feature_used, tokens_deducted, balance_after, request_id, quantity)
       values
