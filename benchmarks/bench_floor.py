@@ -6,8 +6,14 @@ Needs the local stack (`tokens stack up`) or the SUPABASE_* variables of another
 plus pgbench (PostgreSQL 15) and wrk (Debian `wrk`, in scripts/install). Prints figures
 and the issue's targets as PASS/MISS; it never fails on a figure (exit 0 unless it breaks).
 
-Every pair is measured in interleaved slices (floor, deduct, floor, deduct, ...) so that
-noise from other work on the machine falls on both sides:
+Every case is measured in interleaved slices (floor, ceiling, deduct, deduct, ceiling,
+floor, ...) so that noise from other work on the machine falls on all sides. The ceiling
+is what our rules cost at the least: public.bench_ceiling(), one PL/pgSQL statement that
+makes exactly the five row writes of a spend (the window row, the balance UPDATE, the
+journal row, the usage-log row, the rollup upsert) in copies of our tables (same
+columns, indexes and checks, no triggers), for the caller's auth.uid(), with no checks,
+lookups or refusals. deduct_tokens / floor cannot pass ceiling / floor while every rule
+keeps its row; deduct_tokens / ceiling is what our own code costs on top of those rows.
 
 1. SQL, one organization (hot row), 16 pgbench connections: floor = a conditional UPDATE
    of one row of bench.account + one INSERT into bench.journal; deduct = what PostgREST
@@ -79,11 +85,72 @@ BEGIN;
 SELECT set_config('role', 'authenticated', true),
        set_config('request.jwt.claims', m.claims, true),
        set_config('request.method', 'POST', true),
-       set_config('request.path', '/rpc/deduct_tokens', true),
+       set_config('request.path', '/rpc/{rpc}', true),
        set_config('request.headers', '{{}}', true)
 FROM bench.members m WHERE m.kind = '{kind}' AND m.n = :n;
-SELECT public.deduct_tokens('{feature}', NULL, NULL);
+SELECT {call};
 COMMIT;
+"""
+
+CEILING_TABLES = (
+    "ai_rate_limit_windows",
+    "ai_tokens",
+    "ai_token_ledger",
+    "ai_token_usage_log",
+    "ai_token_usage_daily",
+)
+
+# The five row writes of one spend, as one statement, for the caller: nothing checked.
+CEILING_FUNCTION = """
+create function public.bench_ceiling() returns jsonb language plpgsql volatile
+set search_path = '' as $$
+declare
+  answer jsonb;
+begin
+  with caller as (
+    select m.organization_id as org, m.user_id as usr from bench.members m
+    where m.user_id = (select auth.uid()) limit 1
+  ),
+  slot as (
+    insert into bench.ai_rate_limit_windows as w
+      (user_id, organization_id, rate_limit_id, window_started_at, spends)
+    select c.usr, c.org, 1, now(), 1 from caller c
+    on conflict (user_id, organization_id, rate_limit_id) do update set spends = w.spends + 1
+    returning 1
+  ),
+  spent as (
+    update bench.ai_tokens t set balance = t.balance - 3,
+           purchased_balance = least(t.purchased_balance, t.balance - 3), updated_at = now()
+    from caller c
+    where t.organization_id = c.org and t.token_type = 'goal_generation'
+      and t.balance - t.reserved >= 3 and t.settle_after > now()
+    returning t.organization_id, t.balance, c.usr, gen_random_uuid() as usage_id
+  ),
+  journaled as (
+    insert into bench.ai_token_ledger
+      (organization_id, token_type, kind, delta, balance_after, usage_id, actor)
+    select s.organization_id, 'goal_generation', 'deduction', -3, s.balance, s.usage_id, s.usr
+    from spent s
+  ),
+  logged as (
+    insert into bench.ai_token_usage_log (id, organization_id, user_id, token_type, feature_used,
+                                          tokens_deducted, balance_after, quantity)
+    select s.usage_id, s.organization_id, s.usr, 'goal_generation', 'generate_goal', 3, s.balance, 1
+    from spent s
+  ),
+  rolled_up as (
+    insert into bench.ai_token_usage_daily as d
+      (organization_id, day, user_id, feature, uses, tokens)
+    select s.organization_id, (now() at time zone 'UTC')::date, s.usr, 'generate_goal', 1, 3
+    from spent s
+    on conflict (organization_id, day, user_id, feature) do update
+      set uses = d.uses + 1, tokens = d.tokens + excluded.tokens
+  )
+  select jsonb_build_object('success', true, 'remaining_balance', s.balance, 'usage_id', s.usage_id)
+  into answer from spent s;
+  return answer;
+end
+$$
 """
 
 WRK_LUA = r"""
@@ -188,6 +255,7 @@ class Bench:
         like = (ORG_PREFIX + "%",)
         statements = [
             "drop function if exists public.bench_noop()",
+            "drop function if exists public.bench_ceiling()",
             "drop schema if exists bench cascade",
             # ai_tokens first: its delete trigger journals into the ledger
             f"delete from public.ai_tokens where organization_id in ({orgs})",
@@ -280,6 +348,11 @@ class Bench:
         self.sql(
             "create function public.bench_noop() returns integer language sql stable as 'select 1'"
         )
+        for table in CEILING_TABLES:
+            self.sql(f"create table bench.{table} (like public.{table} including all)")
+        self.sql(CEILING_FUNCTION)
+        self.sql("revoke all on function public.bench_ceiling() from public, anon")
+        self.sql("grant execute on function public.bench_ceiling() to authenticated")
         self.sql("revoke all on function public.bench_noop() from public, anon")
         self.sql("grant execute on function public.bench_noop() to authenticated")
 
@@ -330,6 +403,13 @@ class Bench:
         self.as_service_role(
             "select count(*) from unnest(%s::uuid[]) o, public.initialize_tokens(o)", (orgs,)
         )
+        self.sql(
+            "insert into bench.ai_tokens select t.* from public.ai_tokens t "
+            "where t.organization_id in (select organization_id from bench.members)"
+        )
+        self.sql("create index on bench.members (user_id)")
+        self.sql("grant select, insert, update on all tables in schema bench to authenticated")
+        self.sql("analyze bench.ai_tokens")
         self.sql("analyze bench.account")
         self.sql("analyze bench.members")
         self.sql("analyze public.ai_tokens")
@@ -353,7 +433,17 @@ class Bench:
             (self.tmp / f"floor_{kind}.sql").write_text(FLOOR_SQL.format(n=n))
             member = f"random(1, {HOT_MEMBERS})" if kind == "hot" else n
             (self.tmp / f"deduct_{kind}.sql").write_text(
-                DEDUCT_SQL.format(n=member, kind=kind, feature=FEATURE)
+                DEDUCT_SQL.format(
+                    n=member,
+                    kind=kind,
+                    call=f"public.deduct_tokens('{FEATURE}', NULL, NULL)",
+                    rpc="deduct_tokens",
+                )
+            )
+            (self.tmp / f"ceiling_{kind}.sql").write_text(
+                DEDUCT_SQL.format(
+                    n=member, kind=kind, call="public.bench_ceiling()", rpc="bench_ceiling"
+                )
             )
         self.wait_for_noop()
         print(
@@ -447,46 +537,75 @@ class Bench:
             problem = (problem + "; " if problem else "") + "socket errors: " + errors.group(1)
         return ok, duration, problem
 
-    def interleave(self, label: str, floor: Any, deduct: Any) -> dict[str, Any]:
-        """Alternate slices of floor and deduct; per side: total successes / total time."""
-        sides: dict[str, list[Any]] = {"floor": [0, 0.0, []], "deduct": [0, 0.0, []]}
+    def interleave(self, label: str, runs: dict[str, Any]) -> dict[str, Any]:
+        """Alternate slices of each side (ABC, CBA, ...); per side: successes / time."""
+        sides: dict[str, list[Any]] = {side: [0, 0.0, []] for side in runs}
+        written_before = self.rows_written()
         for round_number in range(self.args.rounds):
-            order = (("floor", floor), ("deduct", deduct))
-            if round_number % 2:  # ABBA: neither side always runs first
-                order = order[::-1]
+            order = list(runs.items())
+            if round_number % 2:  # neither side always runs first
+                order.reverse()
             for side, run in order:
                 count, elapsed, problem = run()
                 sides[side][0] += count
                 sides[side][1] += elapsed
                 if problem:
                     sides[side][2].append(problem)
-        result = {"case": label}
+        # Every counted call must have written its usage row: a side that answered
+        # without spending (a refusal returned as data, a null) would inflate its rate.
+        written = {k: v - written_before[k] for k, v in self.rows_written().items()}
+        for side in ("ceiling", "deduct"):
+            if written[side] < sides[side][0]:
+                sides[side][2].append(
+                    f"only {written[side]} usage rows written for {sides[side][0]} calls counted"
+                )
+        result: dict[str, Any] = {"case": label}
         for side, (count, elapsed, problems) in sides.items():
             result[side] = count / elapsed if elapsed else 0.0
             result[side + "_problems"] = problems
-        result["ratio"] = result["deduct"] / result["floor"] if result["floor"] else 0.0
+        floor = result["floor"]
+        result["ratio"] = result["deduct"] / floor if floor else 0.0
+        result["ceiling_ratio"] = result["ceiling"] / floor if floor else 0.0
+        result["of_ceiling"] = result["deduct"] / result["ceiling"] if result["ceiling"] else 0.0
         print(
-            f"  {label}: floor {result['floor']:.0f}/s, deduct_tokens {result['deduct']:.0f}/s"
-            + "".join(f"\n    floor: {p}" for p in sides["floor"][2][:3])
-            + "".join(f"\n    deduct: {p}" for p in sides["deduct"][2][:3]),
+            f"  {label}: floor {floor:.0f}/s, ceiling {result['ceiling']:.0f}/s, "
+            f"deduct_tokens {result['deduct']:.0f}/s"
+            + "".join(f"\n    {side}: {p}" for side in runs for p in sides[side][2][:3]),
             flush=True,
         )
         return result
+
+    def rows_written(self) -> dict[str, int]:
+        """Usage rows so far: the ceiling's copy, and deduct_tokens' for bench members."""
+        ceiling = self.sql("select count(*) from bench.ai_token_usage_log")[0][0]
+        deduct = self.sql(
+            "select count(*) from public.ai_token_usage_log where organization_id in "
+            "(select organization_id from bench.members)"
+        )[0][0]
+        return {"ceiling": ceiling, "deduct": deduct}
 
     def sql_case(self, kind: str) -> dict[str, Any]:
         s = self.args.slice
         return self.interleave(
             f"SQL {'hot' if kind == 'hot' else 'spread'}",
-            lambda: self.run_pgbench(f"floor_{kind}.sql", s),
-            lambda: self.run_pgbench(f"deduct_{kind}.sql", s),
+            {
+                "floor": lambda: self.run_pgbench(f"floor_{kind}.sql", s),
+                "ceiling": lambda: self.run_pgbench(f"ceiling_{kind}.sql", s),
+                "deduct": lambda: self.run_pgbench(f"deduct_{kind}.sql", s),
+            },
         )
 
     def http_case(self, kind: str) -> dict[str, Any]:
         s = self.args.slice
         return self.interleave(
             f"HTTP {'hot' if kind == 'hot' else 'spread'}",
-            lambda: self.run_wrk("bench_noop", "{}", kind, s),
-            lambda: self.run_wrk("deduct_tokens", json.dumps({"feature": FEATURE}), kind, s),
+            {
+                "floor": lambda: self.run_wrk("bench_noop", "{}", kind, s),
+                "ceiling": lambda: self.run_wrk("bench_ceiling", "{}", kind, s),
+                "deduct": lambda: self.run_wrk(
+                    "deduct_tokens", json.dumps({"feature": FEATURE}), kind, s
+                ),
+            },
         )
 
     def report_case(self) -> dict[str, Any]:
@@ -690,27 +809,31 @@ def main() -> None:
 
     load_after = os.getloadavg()
     print()
-    print("| case | floor | deduct_tokens | ratio | target | |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| case | floor | ceiling (the rows alone) | deduct_tokens | ratio | target | |"
+        " ceiling / floor | deduct / ceiling |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         target = TARGETS[r["case"]]
         unit = "tx/s" if r["case"].startswith("SQL") else "2xx/s"
         print(
-            f"| {r['case']} | {r['floor']:.0f} {unit} | {r['deduct']:.0f} {unit} | "
-            f"{r['ratio']:.2f}x | >= {target}x | {verdict(r['ratio'], target)} |"
+            f"| {r['case']} | {r['floor']:.0f} {unit} | {r['ceiling']:.0f} {unit} | "
+            f"{r['deduct']:.0f} {unit} | {r['ratio']:.2f}x | >= {target}x | "
+            f"{verdict(r['ratio'], target)} | {r['ceiling_ratio']:.2f}x | {r['of_ceiling']:.2f}x |"
         )
     if report:
         small, large = report["small"], report["large"]
-        print(f"| report {small:,} rows | | {report[small]:.2f} ms | | | |")
+        print(f"| report {small:,} rows | | | {report[small]:.2f} ms | | | | | |")
         print(
-            f"| report {large:,} rows | | {report[large]:.2f} ms | {report['growth']:.2f}x growth"
+            f"| report {large:,} rows | | | {report[large]:.2f} ms | {report['growth']:.2f}x growth"
             f" | <= {REPORT_GROWTH_TARGET}x"
-            f" | {verdict(report['growth'], REPORT_GROWTH_TARGET, False)} |"
+            f" | {verdict(report['growth'], REPORT_GROWTH_TARGET, False)} | | |"
         )
     problems = [
         f"{r['case']} {side}: {p}"
         for r in results
-        for side in ("floor", "deduct")
+        for side in ("floor", "ceiling", "deduct")
         for p in r[side + "_problems"][:2]
     ]
     if problems:
