@@ -153,6 +153,58 @@ end
 $$
 """
 
+# The ladder: the rows of a spend added one at a time, as plain SQL on the bench copies
+# (as postgres, no PostgREST preamble, no function): what each rule's row costs.
+LADDER_ROWS = {
+    "window": """slot AS (
+  INSERT INTO bench.{p}ai_rate_limit_windows AS w
+    (user_id, organization_id, rate_limit_id, window_started_at, spends)
+  SELECT c.usr, c.org, 1, now(), 1 FROM caller c
+  ON CONFLICT (user_id, organization_id, rate_limit_id) DO UPDATE SET spends = w.spends + 1),
+""",
+    "usage": """logged AS (
+  INSERT INTO bench.{p}ai_token_usage_log (id, organization_id, user_id, token_type, feature_used,
+                                           tokens_deducted, balance_after, quantity)
+  SELECT s.usage_id, s.organization_id, s.usr, 'goal_generation', 'generate_goal', 3, s.balance, 1
+  FROM spent s),
+""",
+    "rollup": """rolled_up AS (
+  INSERT INTO bench.{p}ai_token_usage_daily AS d
+    (organization_id, day, user_id, feature, uses, tokens)
+  SELECT s.organization_id, (now() AT TIME ZONE 'UTC')::date, s.usr, 'generate_goal', 1, 3
+  FROM spent s
+  ON CONFLICT (organization_id, day, user_id, feature) DO UPDATE
+    SET uses = d.uses + 1, tokens = d.tokens + excluded.tokens),
+""",
+}
+LADDER_SQL = """\\set n {n}
+BEGIN;
+WITH caller AS (
+  SELECT m.organization_id AS org, m.user_id AS usr FROM bench.members m
+  WHERE m.kind = '{kind}' AND m.n = :n),
+{window}spent AS (
+  UPDATE bench.{p}ai_tokens t SET balance = t.balance - 3,
+         purchased_balance = least(t.purchased_balance, t.balance - 3), updated_at = now()
+  FROM caller c
+  WHERE t.organization_id = c.org AND t.token_type = 'goal_generation'
+    AND t.balance - t.reserved >= 3 AND t.settle_after > now()
+  RETURNING t.organization_id, t.balance, c.usr, gen_random_uuid() AS usage_id),
+{usage}{rollup}journaled AS (
+  INSERT INTO bench.{p}ai_token_ledger
+    (organization_id, token_type, kind, delta, balance_after, usage_id, actor)
+  SELECT s.organization_id, 'goal_generation', 'deduction', -3, s.balance, s.usage_id, s.usr
+  FROM spent s)
+SELECT 1;
+COMMIT;
+"""
+LADDER_STEPS = (  # label, rows included, table prefix ('nc_': the copies without CHECKs)
+    ("balance + journal", (), ""),
+    ("+ usage-log row", ("usage",), ""),
+    ("+ daily rollup", ("usage", "rollup"), ""),
+    ("+ rate window: the five rows", ("usage", "rollup", "window"), ""),
+    ("the five rows, tables without CHECK constraints", ("usage", "rollup", "window"), "nc_"),
+)
+
 WRK_LUA = r"""
 local tokens = {}
 for line in io.lines(os.getenv("BENCH_TOKENS")) do
@@ -350,6 +402,10 @@ class Bench:
         )
         for table in CEILING_TABLES:
             self.sql(f"create table bench.{table} (like public.{table} including all)")
+            self.sql(
+                f"create table bench.nc_{table} (like public.{table} including all"
+                " excluding constraints)"
+            )
         self.sql(CEILING_FUNCTION)
         self.sql("revoke all on function public.bench_ceiling() from public, anon")
         self.sql("grant execute on function public.bench_ceiling() to authenticated")
@@ -403,10 +459,11 @@ class Bench:
         self.as_service_role(
             "select count(*) from unnest(%s::uuid[]) o, public.initialize_tokens(o)", (orgs,)
         )
-        self.sql(
-            "insert into bench.ai_tokens select t.* from public.ai_tokens t "
-            "where t.organization_id in (select organization_id from bench.members)"
-        )
+        for copy in ("ai_tokens", "nc_ai_tokens"):
+            self.sql(
+                f"insert into bench.{copy} select t.* from public.ai_tokens t "
+                "where t.organization_id in (select organization_id from bench.members)"
+            )
         self.sql("create index on bench.members (user_id)")
         self.sql("grant select, insert, update on all tables in schema bench to authenticated")
         self.sql("analyze bench.ai_tokens")
@@ -608,6 +665,39 @@ class Bench:
             },
         )
 
+    def ladder(self, kind: str) -> list[tuple[str, float]]:
+        """The floor, the rows of a spend added one by one, the ceiling and deduct_tokens,
+        in interleaved slices (SQL, 16 connections): (label, tx/s) each."""
+        n = "1" if kind == "hot" else f"random(1, {SPREAD_ORGS})"
+        member = f"random(1, {HOT_MEMBERS})" if kind == "hot" else n
+        scripts = [("floor: UPDATE + INSERT", f"floor_{kind}.sql")]
+        for number, (label, rows, prefix) in enumerate(LADDER_STEPS):
+            parts = {
+                row: LADDER_ROWS[row].format(p=prefix) if row in rows else "" for row in LADDER_ROWS
+            }
+            name = f"ladder_{kind}_{number}.sql"
+            (self.tmp / name).write_text(LADDER_SQL.format(n=member, kind=kind, p=prefix, **parts))
+            scripts.append((label, name))
+        scripts.append(("ceiling: PostgREST's statement + bench_ceiling()", f"ceiling_{kind}.sql"))
+        scripts.append(("deduct_tokens", f"deduct_{kind}.sql"))
+        totals = {label: [0, 0.0] for label, _ in scripts}
+        for round_number in range(self.args.rounds):
+            order = scripts[::-1] if round_number % 2 else scripts
+            for label, name in order:
+                count, elapsed, problem = self.run_pgbench(name, self.args.slice)
+                if problem:
+                    print(f"    {label}: {problem}", flush=True)
+                totals[label][0] += count
+                totals[label][1] += elapsed
+        figures = [(label, c / e if e else 0.0) for label, (c, e) in totals.items()]
+        floor = figures[0][1]
+        print(f"  ladder, SQL {kind} (16 connections; x the floor):", flush=True)
+        for label, rate in figures:
+            print(
+                f"    {rate:8.0f} tx/s  {rate / floor if floor else 0:5.2f}x  {label}", flush=True
+            )
+        return figures
+
     def report_case(self) -> dict[str, Any]:
         small, large = (1_000, 20_000) if self.args.quick else (1_000, 1_000_000)
         calls = 5 if self.args.quick else self.args.report_calls
@@ -763,7 +853,7 @@ def main() -> None:
         "--cases",
         default="sql-hot,sql-spread,http-hot,http-spread,report,profile",
         help="comma-separated subset of: sql-hot, sql-spread, http-hot, http-spread, report,"
-        " profile",
+        " profile, ladder-hot, ladder-spread (the rows one by one; not in the default set)",
     )
     parser.add_argument(
         "--rate-window",
@@ -798,6 +888,9 @@ def main() -> None:
         ):
             if name in chosen:
                 results.append(case())
+        for kind in ("hot", "spread"):
+            if f"ladder-{kind}" in chosen:
+                bench.ladder(kind)
         if "report" in chosen:
             report = bench.report_case()
         profile = bench.profile() if "profile" in chosen and not args.quick else []
